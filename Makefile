@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine:
+#   make repro   create .venv, install, run the whole DVC pipeline (default preset: cpu)
+#   make test    create the same environment and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test repro lab clean-venv
+
+install: $(STAMP)
+
+# constraints.txt pins every package, torch to its CPU build; re-install when
+# either file changes.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (uvlm)" >/dev/null
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+repro: install
+	$(VENV)/bin/dvc repro
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

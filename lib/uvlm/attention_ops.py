@@ -1,0 +1,110 @@
+"""The low-level pieces of attention: RoPE, causal masks by sequence index, and the kernel call.
+
+Masks are expressed through *sequence indices* (where a token sits in the original
+sequence), never through the order of rows in a tensor. That is what lets a layer
+gather text rows, put image keys first, or read keys from a cache, and still attend
+causally exactly as the full sequence would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+# attn_callback(layer_idx, probs (B, H, Lq, Lk), q_pos (B, Lq), k_pos (B, Lk))
+AttnCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embedding, in the HF Llama convention (rotate_half over two halves), so that
+# q/k projection weights of a HF checkpoint map 1:1 without any permutation.
+# ---------------------------------------------------------------------------------------------
+def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+
+
+def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor):
+    """positions (B|1, N) -> cos, sin (B|1, N, head_dim), in float32."""
+    freqs = positions.float()[..., None] * inv_freq.to(positions.device)[None, None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, N, hd); cos/sin (B|1, N, hd)."""
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class AttnSpec:
+    """Who may attend to whom in one kind of layer, for one forward call.
+
+    mask: bool (B, 1, Lq, Lk), True = may attend; None means plain causal attention over
+    equally long query and key sequences in original order (lets SDPA use its causal kernel).
+    q_idx, k_idx: sequence index of every query row / key row (B, Lq), (B, Lk).
+    """
+
+    mask: Optional[torch.Tensor]
+    q_idx: torch.Tensor
+    k_idx: torch.Tensor
+
+
+def causal_mask(q_idx: torch.Tensor, k_idx: torch.Tensor, k_valid: Optional[torch.Tensor]) -> torch.Tensor:
+    """A key is visible if it is not later than the query and is not padding.
+
+    Every query also sees itself, so a padding query never has an empty row (an all-masked
+    softmax row is NaN); padding rows are ignored downstream anyway.
+    """
+    q = q_idx[:, :, None]
+    k = k_idx[:, None, :]
+    allowed = k <= q
+    if k_valid is not None:
+        allowed = allowed & k_valid[:, None, :]
+    allowed = allowed | (k == q)
+    return allowed[:, None]
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernel call
+# ---------------------------------------------------------------------------------------------
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnCallback] = None):
+    """q (B, H, Lq, hd), k/v (B, Hkv, Lk, hd) -> (B, H, Lq, hd)."""
+    n_rep = q.shape[1] // k.shape[1]
+    if callback is not None:
+        return _eager(q, k, v, spec, layer_idx, callback, n_rep)
+    if spec.mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)
+    if n_rep > 1 and q.is_cuda:
+        # The masked CUDA kernels do not all take grouped K/V; expanding keeps us off the
+        # slow math fallback.
+        k, v, n_rep = repeat_kv(k, n_rep), repeat_kv(v, n_rep), 1
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.mask, enable_gqa=n_rep > 1)
+
+
+def _eager(q, k, v, spec: AttnSpec, layer_idx: int, callback: AttnCallback, n_rep: int):
+    """Same math as SDPA, with the probabilities materialised for the callback."""
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    mask = spec.mask
+    if mask is None:
+        mask = causal_mask(spec.q_idx, spec.k_idx, None)
+    scores = scores.float().masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    B = q.shape[0]
+    callback(layer_idx, probs, spec.q_idx.expand(B, -1), spec.k_idx.expand(B, -1))
+    return probs.to(v.dtype) @ v

@@ -1,0 +1,95 @@
+"""Everything a run needs before its first step: vocabulary, data, plans, model.
+
+Shared by training, evaluation and profiling so that they agree on what a run is.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from . import plans as P
+from .data import Vocab, load_split, load_text_tokenizer, read_codes
+from .errors import CheckpointError, UVLMError
+
+TASK_SPLITS = {"u": ("u_train", "u_val"), "g": ("g_train", "g_val")}
+
+
+def tasks_of(spec) -> tuple[str, ...]:
+    return ("u", "g") if spec.task == "ug" else (spec.task,)
+
+
+def vocab_for(cfg):
+    """(Vocab, text tokenizer) from the data and tokenizer stages' outputs."""
+    world_dir = cfg.paths.data / "world"
+    tokenizer = load_text_tokenizer(world_dir)
+    vocab = Vocab(n_text=len(tokenizer), codebook_size=cfg.tokenizer.codebook_size)
+    codes = read_codes(cfg.paths.data / "tokenizer", "u_val")
+    if codes.size and int(codes.max()) >= vocab.codebook_size:
+        raise UVLMError(f"data/tokenizer/codes.npz holds codes up to {int(codes.max())} but "
+                        f"tokenizer.codebook_size={vocab.codebook_size}: re-run `dvc repro tokenizer`")
+    return vocab, tokenizer
+
+
+def load_task_data(cfg, spec, tokenizer, vocab) -> dict:
+    """{task: {"train": TokenizedSplit, "val": TokenizedSplit}} for the run's tasks."""
+    out = {}
+    for task in tasks_of(spec):
+        tr, va = TASK_SPLITS[task]
+        kw = dict(tokenizer=tokenizer, vocab=vocab, system_prompt=cfg.world.system_prompt,
+                  loss_on=cfg.train.loss_on)
+        out[task] = {"train": load_split(cfg.paths.data, task, tr, **kw),
+                     "val": load_split(cfg.paths.data, task, va, **kw)}
+    return out
+
+
+def plan_kwargs(cfg, spec) -> dict:
+    return dict(
+        n_layers=cfg.model.n_layers,
+        himix_start_layer=spec.himix_start_layer if spec.himix_start_layer is not None else cfg.himix.start_layer,
+        hmgen_k=spec.hmgen_k if spec.hmgen_k is not None else cfg.hmgen.k,
+        hmgen_placement=cfg.hmgen.placement,
+        share=spec.share,
+    )
+
+
+def run_plans(cfg, spec) -> dict:
+    """{task: per-layer plan} for the run's tasks."""
+    return {task: P.build_plan(task, spec.accel, **plan_kwargs(cfg, spec)) for task in tasks_of(spec)}
+
+
+def model_config(cfg, vocab, spec):
+    from .model import UVLMConfig
+    m = cfg.model
+    sets = P.required_proj_sets(spec.accel, spec.share) if hasattr(P, "required_proj_sets") else []
+    return UVLMConfig(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
+                      ffn_hidden=m.ffn_hidden, rope_theta=m.rope_theta, max_seq_len=m.max_seq_len,
+                      init_std=m.init_std, vocab_size=vocab.size, image_token_start=vocab.image_token_start,
+                      image_proj_sets=list(sets))
+
+
+def build_model(cfg, vocab, spec, seed: int):
+    """A fresh model for the run, or the backbone of a local HF Llama if model.init_from is set."""
+    import torch
+
+    from .model import UVLM
+    torch.manual_seed(seed)
+    mcfg = model_config(cfg, vocab, spec)
+    if cfg.model.init_from:
+        from .hf_import import load_llama_backbone
+        model = load_llama_backbone(cfg.model.init_from, codebook_size=vocab.codebook_size)
+        if model.config.vocab_size != vocab.size:
+            raise CheckpointError(f"model.init_from='{cfg.model.init_from}' has a text vocabulary that does not "
+                                  "match data/world/text_tokenizer; start from scratch or retokenise")
+        for name in mcfg.image_proj_sets:
+            model.add_image_projections(name)
+        return model
+    return UVLM(mcfg)
+
+
+def load_trained(cfg, run_name: str, seed: int, which: str):
+    """A trained model dir of a run (``best_u``, ``best_g``, ``final`` or ``snapshots/stepN``)."""
+    from .errors import MissingInputError
+    from .model import UVLM
+    path = cfg.paths.data / "runs" / run_name / f"seed{seed}" / which
+    if not path.exists():
+        raise MissingInputError(path, f"train@{run_name}")
+    return UVLM.from_pretrained(path)

@@ -1,0 +1,9 @@
+"""Segment ids carried by every token (PAPER.md, Eq. 2 segments).
+
+U sequence: [system][boi image eoi][instruction][answer]
+G sequence: [system][prompt boi][image eoi]  -> system, instruction, output
+"""
+SYSTEM, IMAGE, INSTRUCTION, OUTPUT = 0, 1, 2, 3
+NAMES = {SYSTEM: "system", IMAGE: "image", INSTRUCTION: "instruction", OUTPUT: "output"}
+U_SEGMENTS = (SYSTEM, IMAGE, INSTRUCTION, OUTPUT)
+G_SEGMENTS = (SYSTEM, INSTRUCTION, OUTPUT)

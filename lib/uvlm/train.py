@@ -1,0 +1,264 @@
+"""The training loop: one run of the grid at one seed, through accelerate.
+
+The same code runs on CPU, one GPU (bf16 autocast) or several GPUs
+(``accelerate launch``). Batches are single-task; unified runs interleave U and
+G batches (uvlm.batching). Every ``ckpt_every`` steps the whole state is saved
+atomically, so a killed run resumes and, on CPU, ends bit-identical to an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import plans as P
+from .batching import Schedule
+from .checkpoint import (diff_settings, read_training_state, restore_optimizer, save_model_dir,
+                         save_training_state)
+from .errors import ConfigError, UVLMError
+from .io import write_json, write_text
+from .run_setup import build_model, load_task_data, run_plans, vocab_for
+
+
+
+def resolve_device(train_cfg) -> tuple[str, str]:
+    """(device, precision). A cuda request without CUDA is an error, not a silent crawl."""
+    has_cuda = torch.cuda.is_available()
+    device = train_cfg.device
+    if device == "auto":
+        device = "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise ConfigError("train.device", "cuda", "'cpu' or 'auto' on a machine without CUDA "
+                          "(the gpu preset needs a GPU; use preset=cpu here)")
+    precision = train_cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        warnings.warn("train.precision=bf16 but this GPU has no bf16 support: falling back to fp32")
+        precision = "fp32"
+    if precision == "bf16" and device == "cpu":
+        warnings.warn("train.precision=bf16 on CPU is slow and not deterministic here: using fp32")
+        precision = "fp32"
+    return device, precision
+
+
+def lr_at(step: int, total: int, tc) -> float:
+    """Linear warmup then cosine decay to ``min_lr_ratio * lr``."""
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    progress = (step - tc.warmup_steps) / max(1, total - tc.warmup_steps)
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * cos)
+
+
+def make_optimizer(model, tc, device: str) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = {"fused": True} if device == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), **kwargs)
+
+
+def run_settings(cfg, run_name: str, seed: int) -> dict:
+    """What a resumed run must share with the checkpoint it resumes from."""
+    tc = dataclasses.asdict(cfg.train)
+    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches"):
+        tc.pop(volatile)
+    return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
+            "model": dataclasses.asdict(cfg.model), "train": tc,
+            "himix": dataclasses.asdict(cfg.himix), "hmgen": dataclasses.asdict(cfg.hmgen),
+            "codebook_size": cfg.tokenizer.codebook_size, "world_seed": cfg.seed}
+
+
+class CsvLog:
+    """An append-only CSV that ``dvc plots`` can draw; truncated to the resume step."""
+
+    def __init__(self, path, fields, resume_step: int | None):
+        self.path, self.fields = Path(path), fields
+        rows = []
+        if resume_step is not None and self.path.exists():
+            rows = [r for r in csv.DictReader(self.path.open()) if int(r["step"]) <= resume_step]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+        write_text(self.path, buf.getvalue())
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields).writerow({k: row.get(k, "") for k in self.fields})
+
+
+@torch.no_grad()
+def validation_loss(model, split, plan, batch_size: int, n_batches: int, accelerator) -> float:
+    """Mean output-token loss over the first ``n_batches`` batches of a val split (fixed order)."""
+    model.eval()
+    total, count = 0.0, 0
+    for b in range(n_batches):
+        idx = list(range(b * batch_size, min(len(split), (b + 1) * batch_size)))
+        if not idx:
+            break
+        batch = split.batch(idx)
+        ids, labels = batch["input_ids"].to(accelerator.device), batch["labels"].to(accelerator.device)
+        with accelerator.autocast():
+            out = model(ids, labels=labels, plan=plan, loss_reduction="sum_per_sample")
+        total += float(out.loss.sum())
+        count += int((labels[:, 1:] != -100).sum())
+    model.train()
+    return total / max(1, count)
+
+
+def train_run(cfg, run_name: str, seed: int, out_dir=None, stop_after: int | None = None,
+              progress: bool = True) -> dict:
+    """Train one run at one seed; resume from ``out_dir/last`` if it exists.
+
+    ``stop_after`` ends the loop after that many steps (as if the process were
+    killed right after a checkpoint); the next call resumes.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    from tqdm.auto import tqdm
+
+    spec = cfg.run(run_name)
+    tc = cfg.train
+    out = Path(out_dir) if out_dir else cfg.paths.data / "runs" / run_name / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    device, precision = resolve_device(tc)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=spec.accel != "base")]
+    acc = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if precision == "bf16" else "no",
+                      kwargs_handlers=handlers)
+    torch.manual_seed(seed)
+
+    vocab, tokenizer = vocab_for(cfg)
+    data = load_task_data(cfg, spec, tokenizer, vocab)
+    plans = run_plans(cfg, spec)
+    model = build_model(cfg, vocab, spec, seed)
+    opt = make_optimizer(model, tc, device)
+    sizes = {t: len(d["train"]) for t, d in data.items()}
+    schedule = Schedule(sizes, tc.batch_size, tc.epochs, seed, tc.mix_ratio)
+    total = len(schedule)
+    settings = run_settings(cfg, run_name, seed)
+
+    start, best = 0, {t: {"val_loss": float("inf"), "step": None} for t in data}
+    state = read_training_state(out / "last")
+    if state is not None:
+        changed = diff_settings(state["settings"], settings)
+        if changed:
+            raise UVLMError(f"refusing to resume '{out}': its settings differ from params.yaml:\n  "
+                            + "\n  ".join(changed) + f"\nDelete '{out}' to start this run over.")
+        from .model import UVLM
+        model.load_state_dict(UVLM.from_pretrained(Path(state["_dir"]) / "model").state_dict())
+        restore_optimizer(state["_dir"], opt)
+        start, best = state["step"], state["best"]
+        acc.print(f"[{run_name}/seed{seed}] resuming at step {start}/{total}")
+
+    model, opt = acc.prepare(model, opt)
+    if tc.compile:
+        model = torch.compile(model)
+    raw = acc.unwrap_model(model)
+    snap_steps = {round(i * total / (tc.snapshots + 1)) for i in range(1, tc.snapshots + 1)}
+    log = CsvLog(out / "train_log.csv", ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s",
+                                         "flops_per_step"], start if state else None)
+    vlog = CsvLog(out / "val_log.csv", ["step"] + [f"val_loss_{t}" for t in sorted(data)],
+                  start if state else None)
+    flops_cache: dict = {}
+    world, rank = acc.num_processes, acc.process_index
+    bar = tqdm(range(start, total), desc=f"{run_name}/seed{seed}", disable=not (progress and acc.is_main_process),
+               mininterval=5.0, initial=start, total=total)
+    model.train()
+    end = total if stop_after is None else min(total, start + stop_after)
+    t_run = time.perf_counter()
+    for step in bar:
+        if step >= end:
+            break
+        t0 = time.perf_counter()
+        task, idx = schedule.at(step)
+        idx = idx[rank::world]  # each process trains on its share of the global batch
+        batch = data[task]["train"].batch(idx)
+        ids = batch["input_ids"].to(acc.device)
+        labels = batch["labels"].to(acc.device)
+        n_tok = acc.reduce(torch.tensor(float((labels[:, 1:] != -100).sum()), device=acc.device), "sum")
+        lr = lr_at(step, total, tc)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss_sum = 0.0
+        for chunk in torch.arange(len(idx)).chunk(tc.grad_accum):
+            with acc.autocast():
+                o = model(ids[chunk], labels=labels[chunk], plan=plans[task], loss_reduction="sum_per_sample")
+            loss = o.loss.sum() * world / n_tok
+            acc.backward(loss)
+            loss_sum += float(loss.detach()) / world
+        loss_val = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "sum"))
+        if not math.isfinite(loss_val):
+            raise UVLMError(f"[{run_name}/seed{seed}] non-finite loss {loss_val} at step {step} ({task} batch). "
+                            f"Stopped; the last good checkpoint in '{out / 'last'}' is kept. "
+                            "Lower train.lr or raise train.warmup_steps.")
+        if tc.grad_clip > 0:
+            acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        key = (task, tuple(ids.shape))
+        if key not in flops_cache:
+            flops_cache[key] = batch_flops(raw.config, plans[task], batch, world)
+        done = step + 1
+        log.write({"step": done, "task": task, "loss": f"{loss_val:.5f}", "lr": f"{lr:.3e}",
+                   "step_time_s": f"{dt:.4f}", "tokens_per_s": f"{ids.numel() * world / dt:.0f}",
+                   "flops_per_step": f"{flops_cache[key]:.4e}"})
+        bar.set_postfix(task=task, loss=f"{loss_val:.3f}", refresh=False)
+        if done % tc.eval_every == 0 or done == total:
+            row = {"step": done}
+            for t in sorted(data):
+                v = validation_loss(model, data[t]["val"], plans[t], tc.batch_size, tc.val_batches, acc)
+                row[f"val_loss_{t}"] = f"{v:.5f}"
+                if v < best[t]["val_loss"] and acc.is_main_process:
+                    best[t] = {"val_loss": v, "step": done}
+                    save_model_dir(raw, out / f"best_{t}")
+            vlog.write(row)
+        if acc.is_main_process and done in snap_steps:
+            save_model_dir(raw, out / "snapshots" / f"step{done:06d}")
+        if acc.is_main_process and (done % tc.ckpt_every == 0 or done == total or done == end):
+            save_training_state(out / "last", raw, opt, {"step": done, "best": best, "settings": settings})
+    bar.close()
+    wall = time.perf_counter() - t_run
+    finished = (end == total)
+    summary = {"run": run_name, "seed": seed, "steps": total, "finished": finished,
+               "device": device, "precision": precision, "processes": world,
+               "best": best, "wall_time_s_this_call": wall}
+    if acc.is_main_process and finished:
+        save_model_dir(raw, out / "final")
+        write_json(out / "train_summary.json", summary | train_log_stats(out / "train_log.csv"))
+    return summary
+
+
+def batch_flops(model_cfg, plan, batch, world: int) -> float:
+    """Counted training FLOPs of one global batch under ``plan`` (forward + backward)."""
+    from .flops import plan_flops
+    ids = batch["input_ids"]
+    n_img = int((ids[0] >= model_cfg.image_token_start).sum())
+    T = ids.shape[1] - n_img
+    loss_tokens = int((batch["labels"] != -100).sum()) / ids.shape[0]
+    per = plan_flops(model_cfg, plan, T=T, M=n_img, loss_tokens=loss_tokens, backward=True)
+    return float(per["total"]) * ids.shape[0] * world
+
+
+def train_log_stats(path) -> dict:
+    rows = list(csv.DictReader(Path(path).open()))
+    if not rows:
+        return {}
+    times = [float(r["step_time_s"]) for r in rows]
+    # The first steps include warm-up (allocation, compilation); skip them for rates.
+    steady = rows[min(len(rows) - 1, 5):]
+    return {"train_time_s": sum(times),
+            "mean_step_time_s": sum(float(r["step_time_s"]) for r in steady) / len(steady),
+            "tokens_per_s": sum(float(r["tokens_per_s"]) for r in steady) / len(steady),
+            "flops_total": sum(float(r["flops_per_step"]) for r in rows)}

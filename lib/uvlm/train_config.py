@@ -1,0 +1,44 @@
+"""The ``train`` section of params.yaml (kept apart from train.py so reading a
+config never imports the training loop)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import ConfigError
+from .schema import rule
+
+
+@dataclass
+class TrainConfig:
+    # Unified runs cover the union of the U and G sets for the same number of
+    # epochs as the isolated runs (as in the paper), so they take more steps.
+    epochs: float = field(default=6.0, metadata=rule(gt=0))
+    batch_size: int = field(default=32, metadata=rule(ge=1))
+    grad_accum: int = field(default=1, metadata=rule(ge=1))
+    lr: float = field(default=2e-3, metadata=rule(gt=0, le=1))
+    min_lr_ratio: float = field(default=0.1, metadata=rule(ge=0, le=1))
+    warmup_steps: int = field(default=30, metadata=rule(ge=0))
+    weight_decay: float = field(default=0.1, metadata=rule(ge=0))
+    beta1: float = field(default=0.9, metadata=rule(ge=0, lt=1))
+    beta2: float = field(default=0.95, metadata=rule(ge=0, lt=1))
+    grad_clip: float = field(default=1.0, metadata=rule(ge=0))
+    # Fraction of unified steps that are U batches; null = proportional to the
+    # two training-set sizes, so one epoch covers both sets exactly once.
+    mix_ratio: Optional[float] = field(default=None, metadata=rule(gt=0, lt=1))
+    loss_on: str = field(default="output", metadata=rule(choices=("output", "all")))
+    eval_every: int = field(default=100, metadata=rule(ge=1))
+    val_batches: int = field(default=4, metadata=rule(ge=1))
+    ckpt_every: int = field(default=200, metadata=rule(ge=1))
+    # Training-time snapshots kept for the attention-evolution figure.
+    snapshots: int = field(default=4, metadata=rule(ge=0))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
+    compile: bool = False
+    device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
+
+    def validate(self, prefix: str) -> None:
+        if not self.seeds:
+            raise ConfigError(f"{prefix}.seeds", self.seeds, "a non-empty list of integers")
+        if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{prefix}.seeds", self.seeds, "distinct non-negative integers")
