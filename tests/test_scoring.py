@@ -194,3 +194,12 @@ def test_aggregate_seeds_arithmetic():
     assert out["k"] is None
     with pytest.raises(ValueError):
         S.aggregate_seeds([])
+
+
+def test_table_reads_paper_columns_per_subset():
+    m = {"u": {"gqa": {"all": {"acc": 40.0}, "transfer": {"acc": 10.0}},
+               "pope": {"all": {"adversarial": {"acc": 70.0}, "f1": 66.0}}}}
+    t = S.table(m)
+    assert t["all"]["GQA"] == 40.0 and t["transfer"]["GQA"] == 10.0 and t["in_dist"]["GQA"] is None
+    assert t["all"]["POPE-A"] == 70.0 and t["all"]["POPE-F1"] == 66.0
+    assert t["all"]["FID"] is None and set(t["all"]) == set(S.COLUMNS)

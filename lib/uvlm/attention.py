@@ -7,6 +7,8 @@ For layer l and a segment S of keys:
 so the segments of one layer sum to 100%. Two query sets Q are kept:
 ``"all"`` (every real token; the paper's definition) and ``"output"`` (only
 OUTPUT tokens: the answer for U, the generated image tokens for G; FastV-style).
+Padding is never a query. Under a token-reduction plan (HiMix) a layer computes
+only some queries; Q is then the real queries that layer computes.
 
 Each layer's (B, H, Lq, Lk) probabilities are reduced, inside the forward, to a
 segment-block sum (B, H, S, S) before the next layer runs, so the profiler's
@@ -101,7 +103,8 @@ class AttentionProfile:
         write_json(path, self.to_json())
 
     @classmethod
-    def load(cls, path, stage: str | None = "attention") -> "AttentionProfile":
+    def load(cls, path, stage: str | None = None) -> "AttentionProfile":
+        """``stage``: the pipeline stage that writes ``path``, named in the error if it is missing."""
         return cls.from_json(read_json(path, stage=stage))
 
 
@@ -123,7 +126,7 @@ def _view(profile, view: str) -> str:
 
 # ----------------------------------------------------------------------------- input checks
 def _check_inputs(input_ids, segment_ids, attention_mask, segments, views):
-    """-> (segment ids, column of each token (-1 = not a query/key), segments)."""
+    """-> (input_ids, attention_mask, column of each token in ``segments`` (-1 = padding), segments)."""
     input_ids, segment_ids = torch.as_tensor(input_ids), torch.as_tensor(segment_ids)
     if input_ids.dim() != 2:
         raise AttentionInputError(f"input_ids must be (batch, seq_len); got shape {tuple(input_ids.shape)}")
@@ -324,7 +327,8 @@ def profile_uvlm(model, input_ids, segment_ids, plan=None, *, attention_mask=Non
 
     ``plan``: the layer plan to run under (None = the model's default, full computation). Under
     token-reduction plans a layer may see only some queries; the callback's positions say which.
-    Padding: segment id -1 (right padding, as uvlm.data writes it) or ``attention_mask`` == 0.
+    Padding: segment id -1 (right padding, as uvlm.data writes it) or ``attention_mask`` == 0
+    (then also passed to the model). Padding queries are left out of every share.
     """
     input_ids, attention_mask, cols, segments = _check_inputs(input_ids, segment_ids, attention_mask,
                                                               segments, views)
@@ -332,9 +336,9 @@ def profile_uvlm(model, input_ids, segment_ids, plan=None, *, attention_mask=Non
     acc = SegmentAccumulator(segments, views, n_layers)
     device = next(model.parameters()).device
 
-    def forward(ids, _mask):  # right padding is causal-safe, so the model needs no mask
-        kwargs = {} if plan is None else {"plan": plan}
-        model(ids.to(device), attn_callback=acc, **kwargs)
+    def forward(ids, mask):  # no LM head: the profile needs no (B, L, vocab) logits
+        model(ids.to(device), plan=plan, attention_mask=None if mask is None else mask.to(device),
+              attn_callback=acc, compute_logits="none")
 
     with torch.no_grad(), _eval_mode(model):
         _run_batches(acc, cols.to(device), input_ids, attention_mask, batch_size, progress, forward)
@@ -381,12 +385,18 @@ def profile_hf(model, input_ids, segment_ids, *, attention_mask=None, segments=N
 
 
 def _hf_attention_modules(model) -> list:
-    spec = (getattr(type(model), "_can_record_outputs", None) or {}).get("attentions")
-    targets = [getattr(r, "target_class", r) for r in (spec if isinstance(spec, (list, tuple)) else [spec])]
-    targets = tuple(t for t in targets if isinstance(t, type))
+    """Self-attention modules in layer order: the class transformers records ``attentions`` from
+    (the outermost model that declares one), else modules named *Attention with a layer index."""
+    targets = ()
+    for sub in model.modules():
+        spec = (getattr(type(sub), "_can_record_outputs", None) or {}).get("attentions")
+        specs = spec if isinstance(spec, (list, tuple)) else [spec]
+        targets = tuple(t for t in (getattr(r, "target_class", r) for r in specs) if isinstance(t, type))
+        if targets:
+            break
     if targets:
         mods = [m for m in model.modules() if isinstance(m, targets)]
-    else:  # older/remote code: self-attention modules carry their layer index
+    else:
         mods = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
     if not mods:
         raise UVLMError(f"found no self-attention modules in {type(model).__name__}; pass attention_modules=")
@@ -569,38 +579,73 @@ class _LiveTensorBytes(TorchDispatchMode):
 
 
 def measure_profiler_peak_memory(n_layers_list=(4, 32), seq_len: int = 256, hidden_size: int = 32,
-                                 n_heads: int = 4, seed: int = 0) -> dict:
-    """Peak bytes of tensors alive while profiling a tiny transformers Llama, per depth.
+                                 n_heads: int = 4, backend: str = "hf", seed: int = 0) -> dict:
+    """Peak bytes of tensors alive while profiling a tiny model, per depth.
 
-    Two runs per depth: the streaming profiler, and the same forward holding every layer's
-    attention map (what collecting ``output_attentions`` costs). Returns
+    ``backend``: "hf" (a transformers LlamaForCausalLM, eager) or "uvlm" (our decoder).
+    Two runs per depth: the streaming profiler, and the same forward also holding every
+    layer's attention map (what collecting ``output_attentions`` costs). Returns
     {"n_layers": [...], "profiler_peak_bytes": [...], "hold_all_peak_bytes": [...],
      "one_layer_map_bytes": H * L * L * 4}. Parameters exist before counting starts, so the
     numbers are the forward's extra memory.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     n_sys = n_instr = n_out = max(1, seq_len // 16)
     seg = torch.tensor([SEG.SYSTEM] * n_sys + [SEG.IMAGE] * (seq_len - n_sys - n_instr - n_out)
                        + [SEG.INSTRUCTION] * n_instr + [SEG.OUTPUT] * n_out)[None]
     ids = torch.randint(0, 64, (1, seq_len), generator=torch.Generator().manual_seed(seed))
     result = {"n_layers": list(n_layers_list), "profiler_peak_bytes": [], "hold_all_peak_bytes": [],
-              "one_layer_map_bytes": n_heads * seq_len * seq_len * 4}
+              "one_layer_map_bytes": n_heads * seq_len * seq_len * 4, "backend": backend}
     for n in n_layers_list:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(LlamaConfig(
-            vocab_size=64, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=n,
-            num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=seq_len,
-            attn_implementation="eager")).eval()
+        model, run = _tiny_model(backend, n, seq_len, hidden_size, n_heads, seed)
         for hold in (False, True):
             kept = []
-            handles = [m.register_forward_hook(lambda _m, _a, o: kept.append(o[1]))
-                       for m in _hf_attention_modules(model)] if hold else []
             meter = _LiveTensorBytes()
             with meter:
-                profile_hf(model, ids, seg, views=("all",))
-            for h in handles:
-                h.remove()
+                run(ids, seg, kept if hold else None)
             del kept
             result["hold_all_peak_bytes" if hold else "profiler_peak_bytes"].append(int(meter.peak))
     return result
+
+
+def _tiny_model(backend, n_layers, seq_len, hidden_size, n_heads, seed):
+    """-> (model, run(ids, seg, kept)): ``kept`` (a list, or None) also receives every map."""
+    torch.manual_seed(seed)
+    if backend == "hf":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=64, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_heads,
+            max_position_embeddings=seq_len, attn_implementation="eager")).eval()
+
+        def run(ids, seg, kept):
+            handles = [m.register_forward_hook(lambda _m, _a, o: kept.append(o[1]))
+                       for m in _hf_attention_modules(model)] if kept is not None else []
+            try:
+                profile_hf(model, ids, seg, views=("all",))
+            finally:
+                for h in handles:
+                    h.remove()
+        return model, run
+    if backend == "uvlm":
+        from .model import UVLM, UVLMConfig
+
+        model = UVLM(UVLMConfig(vocab_size=128, image_token_start=64, d_model=hidden_size, n_layers=n_layers,
+                                n_heads=n_heads, n_kv_heads=n_heads, ffn_hidden=2 * hidden_size,
+                                max_seq_len=seq_len), seed=seed).eval()
+
+        class Keeping(torch.nn.Module):  # our forward with a callback that also keeps each map
+            def __init__(self, kept):
+                super().__init__()
+                self.inner, self.kept, self.config = model, kept, model.config
+
+            def forward(self, ids, attn_callback=None, **kw):
+                def both(l, probs, q, k):
+                    self.kept.append(probs)
+                    attn_callback(l, probs, q, k)
+                return self.inner(ids, attn_callback=both, **kw)
+
+        def run(ids, seg, kept):
+            profile_uvlm(model if kept is None else Keeping(kept), ids, seg, views=("all",))
+        return model, run
+    raise ValueError(f"backend must be 'hf' or 'uvlm', got {backend!r}")

@@ -32,15 +32,19 @@ def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor):
     return emb.cos(), emb.sin()
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated, so that rotate_half(x) * sin == roll(x) * signed_sin."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, N, hd); cos/sin (B|1, N, hd)."""
-    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
-    return x * cos + rotate_half(x) * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """HF's x * cos + rotate_half(x) * sin, as three kernels: rotate_half(x) = [-x2, x1] is
+    roll(x, hd/2) = [x2, x1] times the sign folded into ``sin_signed`` (see signed_sin).
+
+    x (B, H, N, hd); cos, sin_signed (B|1, 1, N, hd) in x's dtype (TokenLayout.rope).
+    """
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,6 +62,23 @@ class AttnSpec:
     mask: Optional[torch.Tensor]
     q_idx: torch.Tensor
     k_idx: torch.Tensor
+    _bias: Optional[dict] = None
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """The mask as an additive float tensor, made once per forward call and dtype.
+
+        CUDA's masked SDPA kernels take a float bias with a 16-aligned row stride; given a
+        bool mask they would convert (and pad) it again in every layer.
+        """
+        if self._bias is None:
+            self._bias = {}
+        if dtype not in self._bias:
+            B, _, Lq, Lk = self.mask.shape
+            padded = torch.full((B, 1, Lq, -(-Lk // 16) * 16), float("-inf"), dtype=dtype,
+                                device=self.mask.device)
+            padded[..., :Lk].masked_fill_(self.mask, 0.0)
+            self._bias[dtype] = padded[..., :Lk]
+        return self._bias[dtype]
 
 
 def causal_mask(q_idx: torch.Tensor, k_idx: torch.Tensor, k_valid: Optional[torch.Tensor]) -> torch.Tensor:
@@ -89,10 +110,11 @@ def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnC
         return _eager(q, k, v, spec, layer_idx, callback, n_rep)
     if spec.mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)
-    if n_rep > 1 and q.is_cuda:
+    if q.is_cuda:
         # The masked CUDA kernels do not all take grouped K/V; expanding keeps us off the
         # slow math fallback.
-        k, v, n_rep = repeat_kv(k, n_rep), repeat_kv(v, n_rep), 1
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.bias(q.dtype))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.mask, enable_gqa=n_rep > 1)
 
 

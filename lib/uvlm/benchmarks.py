@@ -60,7 +60,7 @@ def combo_popularity(scenes, world: World) -> list:
     return sorted(world.combos, key=lambda c: -counts[c])
 
 
-def _first(rng, world, build_scene, make):
+def _first(build_scene, make):
     """Draw scenes until ``make(scene)`` returns something; None if it never does."""
     for _ in range(MAX_TRIES):
         scene = build_scene()
@@ -83,7 +83,7 @@ def make_gqa(world: World, seed: int, n: int) -> list[dict]:
     kinds, records = list(GQA_KINDS), []
     for i in range(n):
         kind = kinds[i % len(kinds)]
-        found = _first(rng, world, lambda: world.sample_eval_scene(rng, "u"),
+        found = _first(lambda: world.sample_eval_scene(rng, "u"),
                        lambda s: _try_builders(GQA_KINDS[kind], s, world, rng))
         if found is None:
             continue
@@ -102,7 +102,7 @@ def _pope_negative(scene, world, rng, sampling, popularity):
         pool = [c for c in popularity if c in absent][:3]
     else:
         pool = absent
-    return L._pick(rng, pool)
+    return L.pick(rng, pool)
 
 
 def make_pope(world: World, seed: int, n: int, popularity: list) -> list[dict]:
@@ -114,10 +114,10 @@ def make_pope(world: World, seed: int, n: int, popularity: list) -> list[dict]:
 
         def make(scene):
             if positive:
-                return L._pick(rng, sorted(world.scene_combos(scene)))
+                return L.pick(rng, sorted(world.scene_combos(scene)))
             return _pope_negative(scene, world, rng, sampling, popularity)
 
-        found = _first(rng, world, lambda: world.sample_eval_scene(rng, "u"), make)
+        found = _first(lambda: world.sample_eval_scene(rng, "u"), make)
         if found is None:
             continue
         scene, combo = found
@@ -140,7 +140,7 @@ def make_mme(world: World, seed: int, n: int) -> list[dict]:
             no = _try_builders(builders, scene, world, rng, want=False)
             return (yes, no) if yes and no else None
 
-        found = _first(rng, world, lambda: world.sample_eval_scene(rng, "u"), make)
+        found = _first(lambda: world.sample_eval_scene(rng, "u"), make)
         if found is None:
             continue
         scene, qas = found
@@ -183,7 +183,7 @@ def make_seed(world: World, seed: int, n: int) -> list[dict]:
     kinds, records = seed_kinds(world), []
     for i in range(n):
         kind = kinds[i % len(kinds)]
-        found = _first(rng, world, lambda: world.sample_eval_scene(rng, "u"),
+        found = _first(lambda: world.sample_eval_scene(rng, "u"),
                        lambda s: _seed_question(s, world, rng, kind))
         if found is None:
             continue

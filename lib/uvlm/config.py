@@ -90,6 +90,9 @@ class RunSpec:
     accel: str = field(default="base", metadata=rule(choices=("base", "himix", "hmgen", "himix+hmgen")))
     share: str = field(default="all", metadata=rule(choices=("all", "partial")))
     hmgen_k: Optional[int] = field(default=None, metadata=rule(ge=0))
+    # K as a fraction of depth, so a run keeps its meaning across presets of
+    # different depth: K = max(1, round(fraction * n_layers)). Overrides hmgen_k.
+    hmgen_fraction: Optional[float] = field(default=None, metadata=rule(gt=0, lt=1))
     himix_start_layer: Optional[int] = field(default=None, metadata=rule(ge=0))
 
 

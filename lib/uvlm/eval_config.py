@@ -25,3 +25,8 @@ class EvalConfig:
     # Cap on items per benchmark split (null = all); for quick looks and tests.
     max_items: Optional[int] = field(default=None, metadata=rule(ge=1))
     device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
+    # CPU threads while evaluating (null = leave torch's setting). Evaluation runs many
+    # small ops (one token per decoding step, batches of ~100-token rows with d = 128):
+    # with 2 threads they were never faster here, and on a loaded 2-core machine 4-15x
+    # slower than with 1, as the threads wait on each other.
+    threads: Optional[int] = field(default=1, metadata=rule(ge=1))

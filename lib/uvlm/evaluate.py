@@ -26,6 +26,7 @@ ones (combos the task never trained on), with their counts.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -34,22 +35,13 @@ import torch
 
 from . import scoring as S
 from .data import _text_ids, g_prompt_ids, read_codes, read_records, tokenize_split
-from .errors import CheckpointError, ConfigError, MissingInputError
+from .errors import CheckpointError, ConfigError, MissingInputError, UVLMError
 from .fid import feature_frechet_distance
 from .io import load_npz, read_json, save_npz, write_json
-from .scoring import aggregate_seeds  # noqa: F401  (re-exported: part of this module's API)
+from .scoring import aggregate_seeds, table  # noqa: F401  (re-exported: part of this module's API)
 
 U_BENCHMARKS = {"gqa": "bench_gqa", "pope": "bench_pope", "mme": "bench_mme", "seed": "bench_seed",
                 "u_test": "u_test"}
-# Table columns (the paper's names) -> path in the metrics of one subset.
-COLUMNS = {
-    "GQA": ("u", "gqa", "acc"), "MME-C": ("u", "mme", "reasoning"), "MME-P": ("u", "mme", "perception"),
-    "POPE-A": ("u", "pope", "adversarial", "acc"), "POPE-P": ("u", "pope", "popular", "acc"),
-    "POPE-R": ("u", "pope", "random", "acc"), "POPE-F1": ("u", "pope", "f1"), "SEED": ("u", "seed", "acc"),
-    "Caption-NLL": ("u", "u_test", "by_family", "caption", "nll"),
-    "FID": ("g", "generation", "fd"), "FID-floor": ("g", "generation", "fd_recon_floor"),
-    "Attr-Acc": ("g", "generation", "attr_acc"), "G-NLL": ("g", "nll", "nll"),
-}
 
 
 class EvalContext:
@@ -72,7 +64,8 @@ class EvalContext:
             records = read_records(self.world_dir, name)
             codes = read_codes(self.tokenizer_dir, name)
             if len(records) != len(codes):
-                raise MissingInputError(self.tokenizer_dir / "codes.npz", "tokenizer")
+                raise UVLMError(f"{name}: {len(records)} records in {self.world_dir} but {len(codes)} code "
+                                f"grids in {self.tokenizer_dir / 'codes.npz'}; re-run `dvc repro tokenizer`")
             cap = self.ecfg.max_items or len(records)
             self._cache[name] = (records[:cap], codes[:cap])
         return self._cache[name]
@@ -104,10 +97,23 @@ def batched(model, split, plan, ctx: EvalContext, reduce) -> dict:
         batch = split.batch(range(start, min(len(split), start + bs)))
         ids = batch["input_ids"].to(ctx.device)
         labels = batch["labels"].to(ctx.device)
-        logits = model(ids, plan=plan).logits
+        out = model(ids, plan=plan)
+        logits = _full_logits(out, labels.shape)
         for k, v in reduce(logits, labels).items():
             parts.setdefault(k, []).append(np.asarray(v))
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _full_logits(out, shape) -> torch.Tensor:
+    """(B, L, V) logits. Under HiMix the model returns text rows only (``logits_index``);
+    they are put back at their positions. Image rows stay 0, and no target is predicted
+    from an image row in a U sequence (the answer follows the instruction)."""
+    if out.logits_index is None:
+        return out.logits
+    B, L = shape
+    full = out.logits.new_zeros(B, L, out.logits.shape[-1])
+    idx = out.logits_index[..., None].expand(-1, -1, out.logits.shape[-1])
+    return full.scatter_(1, idx, out.logits)
 
 
 def _qa_split(ctx, pairs, codes):
@@ -161,7 +167,8 @@ def score_seed(model, plan, ctx):
     recs, codes = ctx.split(U_BENCHMARKS["seed"])
     k = len(recs[0]["options"]) if recs else 4
     if any(len(r["options"]) != k for r in recs):
-        raise MissingInputError(ctx.world_dir / "bench_seed.jsonl", "data")
+        raise UVLMError(f"{ctx.world_dir / 'bench_seed.jsonl'}: every item needs {k} options; "
+                        "re-run `dvc repro data`")
     pairs = [(r["question"], opt) for r in recs for opt in r["options"]]
     st = _answer_stats(model, plan, ctx, pairs, np.repeat(codes, k, axis=0))
     lp, nt = st["logprob"].reshape(-1, k), st["n_tokens"].reshape(-1, k)
@@ -219,12 +226,14 @@ def sample_codes(model, plan, ctx, prompts: list[str], grid: tuple[int, int], se
     from .generate import generate_images
     e = ctx.ecfg
     prompt_ids = [g_prompt_ids(ctx.tokenizer, ctx.system_prompt, p) for p in prompts]
+    # Guidance contrasts each prompt with the empty one (system prompt, no caption, <boi>).
+    uncond = g_prompt_ids(ctx.tokenizer, ctx.system_prompt, "") if e.cfg_scale is not None else None
     gen = torch.Generator(device=ctx.device).manual_seed(int(seed))
     model.eval()
     with torch.no_grad():
         codes = generate_images(model, prompt_ids, n_image_tokens=grid[0] * grid[1], plan=plan,
                                 temperature=e.temperature, top_k=e.top_k, cfg_scale=e.cfg_scale,
-                                generator=gen, batch_size=e.batch_size)
+                                uncond_prompt_ids=uncond, generator=gen, batch_size=e.batch_size)
     return codes.cpu().numpy().reshape(len(prompts), *grid)
 
 
@@ -285,18 +294,38 @@ def evaluate_g(model, plan, ctx: EvalContext, seed: int, timing: dict | None = N
 # ============================================================== one run
 
 def run_dir(cfg, run_name: str, seed: int) -> Path:
+    """Where training left the run's model dirs (stage train@RUN)."""
     return cfg.paths.data / "runs" / run_name / f"seed{seed}"
 
 
-def _load_model(path: Path, run_name: str, device):
+def eval_dir(cfg, run_name: str, seed: int) -> Path:
+    """Where evaluation writes (stage eval@RUN): never inside the training stage's output."""
+    return cfg.paths.data / "evals" / run_name / f"seed{seed}"
+
+
+def _load_model(path: Path, run_name: str, plan, device):
     from .model import UVLM
     if not path.exists():
         raise MissingInputError(path, f"train@{run_name}")
     try:
-        model = UVLM.from_pretrained(path)
+        model = UVLM.from_pretrained(path, plan=plan)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (stage train@{run_name})") from e
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"model directory '{path}' (stage train@{run_name}) cannot be loaded: {e}") from e
     return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's intra-op CPU threads set to ``n`` inside the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def evaluate_run(cfg, run_name: str, seed: int, out_path=None, ctx: EvalContext | None = None,
@@ -305,9 +334,15 @@ def evaluate_run(cfg, run_name: str, seed: int, out_path=None, ctx: EvalContext 
 
     U metrics use the ``best_u`` model under the run's U plan, G metrics the
     ``best_g`` model under its G plan; an isolated run is evaluated on its task
-    only. Writes ``<run dir>/metrics.json`` (or ``out_path``) and a small
-    ``samples.npz`` of generated images beside it.
+    only. Writes ``data/evals/<run>/seed<S>/metrics.json`` (or ``out_path``) and,
+    for G, ``samples.npz`` (generated images, their real counterparts, codes and
+    prompts, for figures) in that same evaluation dir.
     """
+    with cpu_threads(cfg.eval.threads):
+        return _evaluate_run(cfg, run_name, seed, out_path, ctx, progress)
+
+
+def _evaluate_run(cfg, run_name, seed, out_path, ctx, progress) -> dict:
     from .run_setup import run_plans, tasks_of
     t_start = time.perf_counter()
     spec = cfg.run(run_name)
@@ -321,7 +356,7 @@ def evaluate_run(cfg, run_name: str, seed: int, out_path=None, ctx: EvalContext 
     for task in tasks_of(spec):
         best = summary.get("best", {}).get(task, {})
         t0 = time.perf_counter()
-        model = _load_model(rdir / f"best_{task}", run_name, ctx.device)
+        model = _load_model(rdir / f"best_{task}", run_name, plans[task], ctx.device)
         timing[f"load_{task}_s"] = time.perf_counter() - t0
         metrics["checkpoints"][task] = {"dir": f"best_{task}", "step": best.get("step"),
                                         "val_loss": best.get("val_loss"), "steps_total": summary.get("steps")}
@@ -331,38 +366,19 @@ def evaluate_run(cfg, run_name: str, seed: int, out_path=None, ctx: EvalContext 
             metrics["u"] = evaluate_u(model, plans["u"], ctx, timing)
         else:
             metrics["g"], samples = evaluate_g(model, plans["g"], ctx, seed, timing)
-            save_npz(rdir / "samples.npz", **samples)
+            save_npz(eval_dir(cfg, run_name, seed) / "samples.npz", **samples)
             metrics["samples"] = "samples.npz"
     timing["total_s"] = time.perf_counter() - t_start
     metrics["timing"] = {k: round(v, 3) for k, v in timing.items()}
     metrics["device"] = str(ctx.device)
     metrics["table"] = table(metrics)
-    write_json(out_path or rdir / "metrics.json", metrics)
+    write_json(out_path or eval_dir(cfg, run_name, seed) / "metrics.json", metrics)
     return metrics
 
 
 def _spec_dict(spec) -> dict:
     import dataclasses
     return dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else dict(spec)
-
-
-def _get(d, path):
-    for key in path:
-        if not isinstance(d, dict) or d.get(key) is None:
-            return None
-        d = d[key]
-    return d
-
-
-def table(metrics: dict) -> dict:
-    """{subset: {paper column: value}} of one run's metrics (None where not evaluated)."""
-    out = {}
-    for subset in S.SUBSETS:
-        row = {}
-        for col, (task, bench, *rest) in COLUMNS.items():
-            row[col] = _get(metrics, (task, bench, subset, *rest))
-        out[subset] = row
-    return out
 
 
 def evaluate_seeds(cfg, run_name: str, seeds=None, out_path=None, progress: bool = True) -> dict:

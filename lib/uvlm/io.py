@@ -26,6 +26,7 @@ def atomic_path(path, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs should be readable like any file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -65,7 +66,7 @@ def read_json(path, stage: str | None = None):
 def save_npz(path, **arrays) -> None:
     """``np.savez`` atomically. Load with :func:`load_npz` (allow_pickle=False)."""
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+        np.savez_compressed(tmp, **arrays)
 
 
 def load_npz(path, stage: str | None = None) -> dict:

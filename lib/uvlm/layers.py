@@ -32,6 +32,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused kernel
         return self.weight * rms_normalize(x, self.eps)
 
 
@@ -65,16 +67,22 @@ class Attention(nn.Module):
         self.image_qkv = nn.ModuleDict({name: nn.Linear(cfg.d_model, self.q_dim + 2 * self.kv_dim, bias=False)
                                         for name in cfg.image_proj_sets})
 
-    def split_qkv(self, qkv: torch.Tensor):
-        """(B, N, (H + 2 Hkv) hd) -> q (B, H, N, hd), k, v (B, Hkv, N, hd)."""
+    def rope_qkv(self, qkv: torch.Tensor, cos, sin):
+        """(B, N, (H + 2 Hkv) hd) -> q (B, H, N, hd), k, v (B, Hkv, N, hd), RoPE on q and k in one pass."""
         B, N, _ = qkv.shape
         heads = qkv.view(B, N, self.n_heads + 2 * self.n_kv_heads, self.head_dim).transpose(1, 2)
         H, Hkv = self.n_heads, self.n_kv_heads
-        return heads[:, :H], heads[:, H:H + Hkv], heads[:, H + Hkv:]
+        qk = apply_rope(heads[:, :H + Hkv], cos, sin)
+        return qk[:, :H], qk[:, H:], heads[:, H + Hkv:]
+
+    def heads(self, x: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """(B, N, n_heads * hd) -> (B, n_heads, N, hd)."""
+        B, N, _ = x.shape
+        return x.view(B, N, n_heads, self.head_dim).transpose(1, 2)
 
     def split_kv(self, kv: torch.Tensor):
-        B, N, _ = kv.shape
-        heads = kv.view(B, N, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2)
+        """(B, N, 2 Hkv hd) -> k, v (B, Hkv, N, hd)."""
+        heads = self.heads(kv, 2 * self.n_kv_heads)
         return heads[:, :self.n_kv_heads], heads[:, self.n_kv_heads:]
 
     def kv_weight(self, image_proj):
@@ -131,10 +139,9 @@ class DecoderLayer(nn.Module):
         elif lay.T == 0:
             qkv = self.attn.image_qkv[image_proj](x)
         else:
-            qkv = lay.merge(self.attn.qkv(lay.text(x)), self.attn.image_qkv[image_proj](lay.image(x)))
-        q, k, v = self.attn.split_qkv(qkv)
-        cos, sin = lay.rope("all")
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            x_text, x_image = lay.split(x)
+            qkv = lay.merge(self.attn.qkv(x_text), self.attn.image_qkv[image_proj](x_image))
+        q, k, v = self.attn.rope_qkv(qkv, *lay.rope("all", qkv.dtype))
         h = h + self._attend(q, k, v, "full", "all", layer_idx, ctx)
         return self._ffn(h)
 
@@ -143,23 +150,23 @@ class DecoderLayer(nn.Module):
         if lay.T == 0:  # only image rows in this call (a decoding step): nothing to do
             return h
         ht = lay.text(h)
-        q, k, v = self.attn.split_qkv(self.attn.qkv(self.attn_norm(ht)))
-        cos, sin = lay.rope("text")
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.attn.qkv(self.attn_norm(ht))
+        q, k, v = self.attn.rope_qkv(qkv, *lay.rope("text", qkv.dtype))
         ht = ht + self._attend(q, k, v, "text", "text", layer_idx, ctx)
         return lay.put_text(h, self._ffn(ht))
 
     def _himix(self, h, image_proj, layer_idx, ctx):
         """h: (B, T, d) text rows only."""
         lay = ctx.layout
-        q, k_t, v_t = self.attn.split_qkv(self.attn.qkv(self.attn_norm(h)))
+        qkv = self.attn.qkv(self.attn_norm(h))
         # norm(e) @ W^T = e_hat @ (W * g)^T: fold this layer's norm gain into the image K/V
         # weight so the (B, M, d) image inputs are normalised once per forward, not per layer.
         w_img = self.attn.kv_weight(image_proj) * self.attn_norm.weight
-        k_i, v_i = self.attn.split_kv(F.linear(ctx.image_inputs, w_img))
-        cos_t, sin_t = lay.rope("text")
-        cos_i, sin_i = lay.rope("image")
-        q, k_t, k_i = apply_rope(q, cos_t, sin_t), apply_rope(k_t, cos_t, sin_t), apply_rope(k_i, cos_i, sin_i)
-        k, v = torch.cat((k_i, k_t), dim=2), torch.cat((v_i, v_t), dim=2)
+        # Keys/values in [image; text] order: one concatenation, one RoPE pass for all keys.
+        kv = torch.cat((F.linear(ctx.image_inputs, w_img), qkv[..., self.attn.q_dim:]), dim=1)
+        k, v = self.attn.split_kv(kv)
+        k = apply_rope(k, *lay.rope("himix_keys", k.dtype))
+        q = self.attn.heads(qkv[..., :self.attn.q_dim], self.attn.n_heads)
+        q = apply_rope(q, *lay.rope("text", q.dtype))
         h = h + self._attend(q, k, v, "himix", "all", layer_idx, ctx)
         return self._ffn(h)

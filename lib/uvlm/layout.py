@@ -16,17 +16,19 @@ from typing import Optional
 
 import torch
 
-from .attention_ops import AttnSpec, causal_mask, rope_tables
+from .attention_ops import AttnSpec, causal_mask, rope_tables, signed_sin
 from .kv_cache import KVCache
+from .row_ops import gather_rows, permute_rows
 
 
 class TokenLayout:
     def __init__(self, input_ids: torch.Tensor, image_token_start: int, inv_freq: torch.Tensor,
                  attention_mask: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None,
-                 text_keys: bool = False):
+                 text_keys: bool = False, image_counts: Optional[list] = None):
         B, L = input_ids.shape
         self.B, self.L, self.device = B, L, input_ids.device
         self.input_ids, self.image_token_start = input_ids, image_token_start
+        self._image_counts = image_counts  # per-row image-token counts, if the caller synced them
         self.cache = cache
         valid = None
         if attention_mask is not None:
@@ -58,25 +60,30 @@ class TokenLayout:
             if text_keys:
                 cache.append_keys("text", self.text(self.seq_idx), self.text(new_valid))
         self._specs: dict[str, AttnSpec] = {}
+        self._rope: dict = {}
 
     # -- the text / image split (computed on first use: a vanilla plan never needs it) -------
+    # Rows are addressed in a flattened (B*L, ...) view. The "sorted" order holds all text
+    # rows of the batch first (row by row, in original order), then all image rows, so the
+    # text part and the image part are each one contiguous block.
     @cached_property
     def _split(self):
         B, L = self.B, self.L
         is_image = self.input_ids >= self.image_token_start
-        counts = is_image.sum(1).tolist()  # one host sync per forward call
+        counts = self._image_counts
+        if counts is None:
+            counts = is_image.sum(1).tolist()  # a host sync
         if len(set(counts)) > 1:
             raise ValueError(f"every row of a batch must hold the same number of image tokens; "
                              f"got {counts}")
         M = counts[0] if counts else 0
         # A stable sort puts text rows first and image rows after, each in original order.
         order = torch.argsort(is_image.to(torch.int8), dim=1, stable=True)
-        offsets = (torch.arange(B, device=self.device) * L)[:, None]
-        inverse = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=self.device).expand(B, L))
-        return dict(M=M, T=L - M,
-                    text_flat=(order[:, :L - M] + offsets).reshape(-1),
-                    image_flat=(order[:, L - M:] + offsets).reshape(-1),
-                    unsort_flat=(inverse + offsets).reshape(-1))
+        order = order + (torch.arange(B, device=self.device) * L)[:, None]
+        text_flat, image_flat = order[:, :L - M].reshape(-1), order[:, L - M:].reshape(-1)
+        sort = torch.cat((text_flat, image_flat))
+        unsort = torch.empty_like(sort).scatter_(0, sort, torch.arange(B * L, device=self.device))
+        return dict(M=M, T=L - M, text_flat=text_flat, image_flat=image_flat, sort=sort, unsort=unsort)
 
     @property
     def M(self) -> int:
@@ -91,31 +98,30 @@ class TokenLayout:
         """Flat indices (B*T,) of text rows into a flattened (B*L, ...) tensor."""
         return self._split["text_flat"]
 
-    def _rows(self, x: torch.Tensor, flat: torch.Tensor, n: int) -> torch.Tensor:
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
         x = x.expand(self.B, *x.shape[1:])
-        rest = x.shape[2:]
-        return x.reshape(self.B * self.L, *rest).index_select(0, flat).view(self.B, n, *rest)
+        return x.reshape(self.B * self.L, *x.shape[2:])
 
     def text(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, ...) -> (B, T, ...): the text rows, in original order."""
         if self.M == 0:
             return x.expand(self.B, *x.shape[1:])
-        return self._rows(x, self._split["text_flat"], self.T)
+        return gather_rows(self._flat(x), self._split["text_flat"]).view(self.B, self.T, *x.shape[2:])
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, ...) -> (B, M, ...): the image rows, in original order."""
-        return self._rows(x, self._split["image_flat"], self.M)
+        return gather_rows(self._flat(x), self._split["image_flat"]).view(self.B, self.M, *x.shape[2:])
+
+    def split(self, x: torch.Tensor):
+        """(B, L, ...) -> text rows (B*T, ...), image rows (B*M, ...): one permutation, two views."""
+        rows = permute_rows(self._flat(x), self._split["sort"], self._split["unsort"])
+        return rows.split((self.B * self.T, self.B * self.M))
 
     def merge(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Inverse of (text, image): one concatenation and one gather back to original order."""
-        if self.M == 0:
-            return text
-        if self.T == 0:
-            return image
-        both = torch.cat((text, image), dim=1)
-        rest = both.shape[2:]
-        return both.reshape(self.B * self.L, *rest).index_select(0, self._split["unsort_flat"]).view(
-            self.B, self.L, *rest)
+        """Inverse of split: text rows (B*T, ...) and image rows (B*M, ...) -> (B, L, ...)."""
+        both = torch.cat((text, image))
+        out = permute_rows(both, self._split["unsort"], self._split["sort"])
+        return out.view(self.B, self.L, *both.shape[1:])
 
     def put_text(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """x with its text rows replaced by ``text`` (out of place, autograd-safe)."""
@@ -127,18 +133,20 @@ class TokenLayout:
         return flat.view(self.B, self.L, *rest)
 
     # -- RoPE ----------------------------------------------------------------------------------
-    @cached_property
-    def _rope_text(self):
-        return tuple(self.text(t) for t in self._rope_all)
-
-    @cached_property
-    def _rope_image(self):
-        return tuple(self.image(t) for t in self._rope_all)
-
-    def rope(self, rows: str):
-        """cos, sin (B|1, N, hd) for rows 'all', 'text' or 'image'."""
-        return {"all": lambda: self._rope_all, "text": lambda: self._rope_text,
-                "image": lambda: self._rope_image}[rows]()
+    def rope(self, rows: str, dtype: torch.dtype):
+        """cos, signed sin (B|1, 1, N, hd) in ``dtype`` for rows 'all', 'text', 'image' or 'himix_keys'
+        (made once per forward call)."""
+        key = (rows, dtype)
+        if key not in self._rope:
+            cos, sin = self._rope_all
+            if rows in ("text", "image"):
+                pick = self.text if rows == "text" else self.image
+                cos, sin = pick(cos), pick(sin)
+            elif rows == "himix_keys":  # [image rows; text rows], the key order of HiMix layers
+                cos = torch.cat((self.image(cos), self.text(cos)), dim=1)
+                sin = torch.cat((self.image(sin), self.text(sin)), dim=1)
+            self._rope[key] = (cos.unsqueeze(1).to(dtype), signed_sin(sin).unsqueeze(1).to(dtype))
+        return self._rope[key]
 
     # -- attention specs ------------------------------------------------------------------------
     def spec(self, kind: str) -> AttnSpec:

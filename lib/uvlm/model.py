@@ -30,14 +30,14 @@ from .attention_ops import AttnCallback, rope_inv_freq
 from .errors import CheckpointError, ConfigError
 from .io import load_tensors, save_tensors, write_json
 from .kv_cache import KVCache
-from .layers import DecoderLayer, LayerContext, rms_normalize
+from .layers import DecoderLayer, LayerContext, RMSNorm, rms_normalize
 from .layout import TokenLayout
 from .plans import LayerMode, is_vanilla, plan_proj_sets, validate_plan
 from .schema import rule
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 LOSS_REDUCTIONS = ("mean", "sum_per_sample", "none")
-LOGITS_MODES = ("all", "last", "none")
+LOGITS_MODES = ("auto", "all", "last", "none")
 
 
 @dataclass
@@ -111,8 +111,6 @@ class UVLM(nn.Module):
         cfg = self.config
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.Module() if False else None
-        from .layers import RMSNorm
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -160,7 +158,7 @@ class UVLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, labels: Optional[torch.Tensor] = None,
                 plan: Optional[list[LayerMode]] = None, attention_mask: Optional[torch.Tensor] = None,
                 loss_reduction: str = "mean", attn_callback: Optional[AttnCallback] = None,
-                kv_cache: Optional[KVCache] = None, compute_logits: str = "all") -> ModelOutput:
+                kv_cache: Optional[KVCache] = None, compute_logits: str = "auto") -> ModelOutput:
         """input_ids (B, L) -> ModelOutput.
 
         labels: (B, L) aligned with input_ids, -100 = ignored; shifted inside.
@@ -170,10 +168,13 @@ class UVLM(nn.Module):
             entry [b, t] is -log p(token t | tokens < t) (0 where ignored or not predicted).
         attn_callback: called per layer with attention probabilities (eager attention).
         kv_cache: a KVCache for incremental decoding (inference only).
-        compute_logits: "all" rows, "last" row, or "none" (the LM head then runs on target
-            rows only, the cheapest choice for training).
+        compute_logits: "all" rows, "last" row, or "none"; "auto" (default) is "none" when
+            labels are given (the LM head then runs on target rows only, which is what
+            flops.plan_flops counts with loss_tokens) and "all" otherwise.
         """
         cfg = self.config
+        if compute_logits == "auto":
+            compute_logits = "none" if labels is not None else "all"
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
         if compute_logits not in LOGITS_MODES:
@@ -191,8 +192,9 @@ class UVLM(nn.Module):
             if has_himix:
                 raise NotImplementedError("HiMix plans are scored teacher-forced; they take no KV cache")
             kv_cache.bind_plan(plan)
+        counts, n_targets = self._host_counts(input_ids, labels, plan, compute_logits)
         layout = TokenLayout(input_ids, cfg.image_token_start, self.rope_inv_freq, attention_mask, kv_cache,
-                             text_keys=any(m.mode == "shallow" for m in plan))
+                             text_keys=any(m.mode == "shallow" for m in plan), image_counts=counts)
         ctx = LayerContext(layout, kv_cache, attn_callback)
 
         h = embeddings = self.tok_emb(input_ids)
@@ -216,13 +218,32 @@ class UVLM(nn.Module):
             if out.logits_index is not None:
                 out.logits_index = out.logits_index[:, -1:]
         if labels is not None:
-            self._loss(out, h, labels, layout, text_only, loss_reduction, compute_logits)
+            self._loss(out, h, labels, layout, text_only, loss_reduction, compute_logits, n_targets)
         return out
+
+    def _host_counts(self, input_ids, labels, plan, compute_logits):
+        """The sizes that shape this call's tensors, fetched in ONE host sync up front: the
+        image-token count of every row (to gather text rows) and the number of loss targets
+        (to run the LM head on them only). Syncing before any work is queued costs little."""
+        is_image = input_ids >= self.config.image_token_start
+        parts = []
+        if not is_vanilla(plan):
+            parts.append(is_image.sum(1))
+        if labels is not None:
+            targets = labels[:, 1:] != -100
+            if any(m.mode == "himix" for m in plan):  # predictions from image rows do not exist
+                targets = targets & ~is_image[:, :-1]
+            parts.append(targets.sum()[None])
+        if not parts:
+            return None, None
+        values = torch.cat(parts).tolist()
+        counts = values[:input_ids.shape[0]] if not is_vanilla(plan) else None
+        return counts, (values[-1] if labels is not None else None)
 
     def vanilla_plan(self) -> list[LayerMode]:
         return [LayerMode("full") for _ in range(self.config.n_layers)]
 
-    def _loss(self, out, h, labels, layout, text_only, reduction, compute_logits):
+    def _loss(self, out, h, labels, layout, text_only, reduction, compute_logits, n_targets):
         B, L = labels.shape
         if (B, L) != (layout.B, layout.L):
             raise ValueError(f"labels shape {(B, L)} != input_ids shape {(layout.B, layout.L)}")
@@ -232,7 +253,8 @@ class UVLM(nn.Module):
         if text_only:
             targets, row_pos = layout.text(targets), layout.text_flat
         targets = targets.reshape(-1)
-        keep = (targets != -100).nonzero().squeeze(1)
+        # Target rows first, in order (a stable sort needs no host sync; n_targets is known).
+        keep = torch.argsort((targets == -100).to(torch.int8), stable=True)[:n_targets]
         if compute_logits == "all":
             logits = out.logits.reshape(-1, out.logits.shape[-1]).index_select(0, keep)
         else:

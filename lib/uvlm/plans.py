@@ -204,3 +204,25 @@ def describe_plan(plan: list[LayerMode]) -> str:
             extra = " (image tokens skip; text attends to text only)"
         lines.append(f"{mode:8s} layers {layers}{extra}")
     return "\n".join(lines)
+
+
+def check_run(spec, n_layers: int, himix: HimixConfig, hmgen: HmgenConfig, prefix: str = "run") -> None:
+    """Config-time check of one run of the grid (``spec``: task, accel, share, and optional
+    hmgen_k / himix_start_layer overrides); errors name the key under ``prefix``."""
+    import dataclasses
+
+    if getattr(spec, "himix_start_layer", None) is not None:
+        himix = dataclasses.replace(himix, start_layer=spec.himix_start_layer)
+    if getattr(spec, "hmgen_k", None) is not None:
+        hmgen = dataclasses.replace(hmgen, k=spec.hmgen_k)
+    rename = {"run.accel": f"{prefix}.accel", "run.share": f"{prefix}.share", "run.task": f"{prefix}.task"}
+    if getattr(spec, "hmgen_k", None) is not None:
+        rename["hmgen.k"] = f"{prefix}.hmgen_k"
+    if getattr(spec, "himix_start_layer", None) is not None:
+        rename["himix.start_layer"] = f"{prefix}.himix_start_layer"
+    try:
+        build_plans(spec.task, spec.accel, n_layers, himix, hmgen, spec.share)
+    except ConfigError as e:
+        if e.key in rename:
+            raise ConfigError(rename[e.key], e.value, e.allowed) from None
+        raise

@@ -41,25 +41,28 @@ def load_task_data(cfg, spec, tokenizer, vocab) -> dict:
     return out
 
 
-def plan_kwargs(cfg, spec) -> dict:
-    return dict(
-        n_layers=cfg.model.n_layers,
-        himix_start_layer=spec.himix_start_layer if spec.himix_start_layer is not None else cfg.himix.start_layer,
-        hmgen_k=spec.hmgen_k if spec.hmgen_k is not None else cfg.hmgen.k,
-        hmgen_placement=cfg.hmgen.placement,
-        share=spec.share,
-    )
+def accel_settings(cfg, spec):
+    """The run's HiMix/HMGen settings: the global sections, with the run's own overrides."""
+    himix, hmgen = cfg.himix, cfg.hmgen
+    if spec.himix_start_layer is not None:
+        himix = dataclasses.replace(himix, start_layer=spec.himix_start_layer)
+    if spec.hmgen_fraction is not None:
+        hmgen = dataclasses.replace(hmgen, k=max(1, round(spec.hmgen_fraction * cfg.model.n_layers)))
+    elif spec.hmgen_k is not None:
+        hmgen = dataclasses.replace(hmgen, k=spec.hmgen_k)
+    return himix, hmgen
 
 
 def run_plans(cfg, spec) -> dict:
     """{task: per-layer plan} for the run's tasks."""
-    return {task: P.build_plan(task, spec.accel, **plan_kwargs(cfg, spec)) for task in tasks_of(spec)}
+    himix, hmgen = accel_settings(cfg, spec)
+    return P.build_plans(spec.task, spec.accel, cfg.model.n_layers, himix, hmgen, spec.share)
 
 
 def model_config(cfg, vocab, spec):
     from .model import UVLMConfig
     m = cfg.model
-    sets = P.required_proj_sets(spec.accel, spec.share) if hasattr(P, "required_proj_sets") else []
+    sets = P.required_proj_sets(spec.task, spec.accel, spec.share)
     return UVLMConfig(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
                       ffn_hidden=m.ffn_hidden, rope_theta=m.rope_theta, max_seq_len=m.max_seq_len,
                       init_std=m.init_std, vocab_size=vocab.size, image_token_start=vocab.image_token_start,

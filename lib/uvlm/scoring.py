@@ -24,6 +24,16 @@ import torch
 IGNORE = -100
 SUBSETS = ("all", "in_dist", "transfer")
 POPE_SAMPLINGS = ("adversarial", "popular", "random")
+# Table columns (the paper's names, then ours) -> where each sits in a run's metrics;
+# the subset key goes after the benchmark name.
+COLUMNS = {
+    "GQA": ("u", "gqa", "acc"), "MME-C": ("u", "mme", "reasoning"), "MME-P": ("u", "mme", "perception"),
+    "POPE-A": ("u", "pope", "adversarial", "acc"), "POPE-P": ("u", "pope", "popular", "acc"),
+    "POPE-R": ("u", "pope", "random", "acc"), "POPE-F1": ("u", "pope", "f1"), "SEED": ("u", "seed", "acc"),
+    "Caption-NLL": ("u", "u_test", "by_family", "caption", "nll"),
+    "FID": ("g", "generation", "fd"), "FID-floor": ("g", "generation", "fd_recon_floor"),
+    "Attr-Acc": ("g", "generation", "attr_acc"), "G-NLL": ("g", "nll", "nll"),
+}
 
 
 # ============================================================== from logits
@@ -287,4 +297,25 @@ def aggregate_seeds(results: list[dict]) -> dict:
                       "std": float(np.std(nums, ddof=1)) if n >= 2 else None, "n": n}
         else:
             out[k] = vals[0] if all(v == vals[0] for v in vals) else vals
+    return out
+
+
+# ============================================================== tables
+
+def _get(d, path):
+    for key in path:
+        if not isinstance(d, dict) or d.get(key) is None:
+            return None
+        d = d[key]
+    return d
+
+
+def table(metrics: dict) -> dict:
+    """{subset: {paper column: value}} of one run's metrics (None where not evaluated)."""
+    out = {}
+    for subset in SUBSETS:
+        row = {}
+        for col, (task, bench, *rest) in COLUMNS.items():
+            row[col] = _get(metrics, (task, bench, subset, *rest))
+        out[subset] = row
     return out

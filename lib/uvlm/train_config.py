@@ -13,7 +13,7 @@ from .schema import rule
 class TrainConfig:
     # Unified runs cover the union of the U and G sets for the same number of
     # epochs as the isolated runs (as in the paper), so they take more steps.
-    epochs: float = field(default=6.0, metadata=rule(gt=0))
+    epochs: float = field(default=3.0, metadata=rule(gt=0))
     batch_size: int = field(default=32, metadata=rule(ge=1))
     grad_accum: int = field(default=1, metadata=rule(ge=1))
     lr: float = field(default=2e-3, metadata=rule(gt=0, le=1))

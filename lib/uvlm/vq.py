@@ -43,7 +43,7 @@ class VQConfig:
     hidden_channels: int = field(default=64, metadata=rule(ge=4))
     res_blocks: int = field(default=1, metadata=rule(ge=0))  # per side, at code resolution
     code_dim: int = field(default=32, metadata=rule(ge=1))
-    steps: int = field(default=400, metadata=rule(ge=1))
+    steps: int = field(default=1200, metadata=rule(ge=1))
     batch_size: int = field(default=64, metadata=rule(ge=1))
     lr: float = field(default=2e-3, metadata=rule(gt=0))
     beta: float = field(default=0.25, metadata=rule(ge=0))  # commitment weight
@@ -71,10 +71,11 @@ class ResBlock(nn.Module):
 
 
 def _encoder(cfg: VQConfig) -> nn.Sequential:
+    # Patchify first (kernel = stride = downsample): all further compute runs at code
+    # resolution, which is what makes a CPU budget of a minute enough. Flat-coloured shapes
+    # need little full-resolution processing; 3x3 convs give each code its neighbours' context.
     h = cfg.hidden_channels
-    layers: list[nn.Module] = [nn.Conv2d(3, h, 3, padding=1)]
-    for _ in range(int(math.log2(cfg.downsample))):
-        layers += [nn.SiLU(), nn.Conv2d(h, h, 4, stride=2, padding=1)]
+    layers: list[nn.Module] = [nn.Conv2d(3, h, cfg.downsample, stride=cfg.downsample)]
     layers += [ResBlock(h) for _ in range(cfg.res_blocks)]
     layers += [nn.SiLU(), nn.Conv2d(h, cfg.code_dim, 1)]
     return nn.Sequential(*layers)
@@ -82,11 +83,11 @@ def _encoder(cfg: VQConfig) -> nn.Sequential:
 
 def _decoder(cfg: VQConfig) -> nn.Sequential:
     h = cfg.hidden_channels
+    h_full = max(8, h // 4)  # thin full-resolution head: smooths edges across patch borders
     layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, h, 3, padding=1)]
     layers += [ResBlock(h) for _ in range(cfg.res_blocks)]
-    for _ in range(int(math.log2(cfg.downsample))):
-        layers += [nn.SiLU(), nn.ConvTranspose2d(h, h, 4, stride=2, padding=1)]
-    layers += [nn.SiLU(), nn.Conv2d(h, 3, 3, padding=1)]
+    layers += [nn.SiLU(), nn.ConvTranspose2d(h, h_full, cfg.downsample, stride=cfg.downsample),
+               nn.SiLU(), nn.Conv2d(h_full, 3, 3, padding=1)]
     return nn.Sequential(*layers)
 
 
@@ -127,11 +128,8 @@ class EMAQuantizer(nn.Module):
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
         dead = (self.ema_count < dead_threshold).nonzero().squeeze(1)
         if len(dead):
-            # Restart on vectors the codebook represents worst (k-means++ style sampling):
-            # uniform picks would mostly land on background patches and starve rare objects.
-            err = (flat - self.codebook[self.nearest(flat)]).pow(2).sum(1).float().cpu()
-            pick = torch.multinomial(err + 1e-12, len(dead), replacement=len(dead) > len(flat),
-                                     generator=gen).to(flat.device)
+            # Restart on random current encoder outputs: a dead code re-enters where the data is.
+            pick = torch.randint(len(flat), (len(dead),), generator=gen).to(flat.device)
             self.codebook[dead] = flat[pick]
             self.ema_count[dead] = dead_threshold
             self.ema_sum[dead] = flat[pick] * dead_threshold

@@ -40,7 +40,7 @@ PALETTE = {
     "orange": (245, 140, 25), "white": (245, 245, 245),
 }
 # Object diameter as a fraction of the cell side.
-SIZE_FRACTIONS = {"small": 0.5, "medium": 0.68, "large": 0.86}
+SIZE_FRACTIONS = {"small": 0.6, "medium": 0.75, "large": 0.9}
 # Understanding families (instruction kinds); "caption" is the detailed description.
 FAMILIES = ("caption", "attribute", "existence", "count", "spatial", "comparison")
 SUPERSAMPLE = 4  # anti-aliasing factor: crisp edges without staircase artefacts

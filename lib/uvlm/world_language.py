@@ -142,7 +142,7 @@ def _yes(b: bool) -> str:
     return "yes" if b else "no"
 
 
-def _pick(rng, items):
+def pick(rng, items):
     return items[int(rng.integers(len(items)))] if items else None
 
 
@@ -166,40 +166,40 @@ def _holds(a, rel, b) -> bool:
 
 
 def _near_count(rng, n: int) -> int:
-    return _pick(rng, [m for m in (n - 1, n + 1) if 0 <= m < len(NUMBER_WORDS)])
+    return pick(rng, [m for m in (n - 1, n + 1) if 0 <= m < len(NUMBER_WORDS)])
 
 
 def q_colour_of_shape(scene, world, rng, want=None):
-    o = _pick(rng, _unique(scene, lambda o: o["shape"]))
+    o = pick(rng, _unique(scene, lambda o: o["shape"]))
     return o and (TEMPLATES["colour_of_shape"].format(shape=o["shape"]), o["colour"])
 
 
 def q_shape_of_colour(scene, world, rng, want=None):
-    o = _pick(rng, _unique(scene, lambda o: o["colour"]))
+    o = pick(rng, _unique(scene, lambda o: o["colour"]))
     return o and (TEMPLATES["shape_of_colour"].format(colour=o["colour"]), o["shape"])
 
 
 def q_colour_at(scene, world, rng, want=None):
-    o = _pick(rng, scene["objects"])
+    o = pick(rng, scene["objects"])
     pos = position_phrase(o["cell"], world.cfg.grid)
     return TEMPLATES["colour_at"].format(position=pos), o["colour"]
 
 
 def q_shape_at(scene, world, rng, want=None):
-    o = _pick(rng, scene["objects"])
+    o = pick(rng, scene["objects"])
     pos = position_phrase(o["cell"], world.cfg.grid)
     return TEMPLATES["shape_at"].format(position=pos), o["shape"]
 
 
 def q_size_of(scene, world, rng, want=None):
-    o = _pick(rng, _unique(scene, _combo)) if len(world.cfg.sizes) > 1 else None
+    o = pick(rng, _unique(scene, _combo)) if len(world.cfg.sizes) > 1 else None
     return o and (TEMPLATES["size_of"].format(colour=o["colour"], shape=o["shape"]), o["size"])
 
 
 def q_colour_is(scene, world, rng, want=None):
-    o, truth = _pick(rng, scene["objects"]), _want(rng, want)
+    o, truth = pick(rng, scene["objects"]), _want(rng, want)
     others = [c for c in world.cfg.colours if c != o["colour"]]
-    colour = o["colour"] if truth else _pick(rng, others)
+    colour = o["colour"] if truth else pick(rng, others)
     if colour is None:
         return None
     pos = position_phrase(o["cell"], world.cfg.grid)
@@ -227,12 +227,12 @@ def near_misses(scene, world, task: str = "all") -> list:
 def q_exists(scene, world, rng, want=None, task: str = "all"):
     truth = _want(rng, want)
     if truth:
-        combo = _combo(_pick(rng, scene["objects"]))
+        combo = _combo(pick(rng, scene["objects"]))
     else:
         # In training (task="u") negatives never name a combo U must not see.
         absent = absent_combos(scene, world, task)
         pool = near_misses(scene, world, task) if rng.random() < 0.5 else absent
-        combo = _pick(rng, pool or absent)
+        combo = pick(rng, pool or absent)
         if combo is None:
             return None
     return exists_question(*combo), _yes(truth)
@@ -244,14 +244,14 @@ def _count(scene, key, value) -> int:
 
 def q_count_shape(scene, world, rng, want=None):
     pool = [o["shape"] for o in scene["objects"]] if rng.random() < 0.6 else world.cfg.shapes
-    shape = _pick(rng, pool)
+    shape = pick(rng, pool)
     return (TEMPLATES["count_shape"].format(shapes=PLURALS[shape]),
             number(_count(scene, "shape", shape)))
 
 
 def q_count_colour(scene, world, rng, want=None):
     pool = [o["colour"] for o in scene["objects"]] if rng.random() < 0.6 else world.cfg.colours
-    colour = _pick(rng, pool)
+    colour = pick(rng, pool)
     return TEMPLATES["count_colour"].format(colour=colour), number(_count(scene, "colour", colour))
 
 
@@ -260,24 +260,24 @@ def q_count_all(scene, world, rng, want=None):
 
 
 def q_count_is(scene, world, rng, want=None):
-    shape, truth = _pick(rng, world.cfg.shapes), _want(rng, want)
+    shape, truth = pick(rng, world.cfg.shapes), _want(rng, want)
     n = _count(scene, "shape", shape)
     shown = n if truth else _near_count(rng, n)
     return TEMPLATES["count_is"].format(shapes=PLURALS[shape], n=number(shown)), _yes(truth)
 
 
 def q_where(scene, world, rng, want=None):
-    o = _pick(rng, _unique(scene, _combo))
+    o = pick(rng, _unique(scene, _combo))
     return o and (TEMPLATES["where"].format(colour=o["colour"], shape=o["shape"]),
                   position_phrase(o["cell"], world.cfg.grid))
 
 
 def q_position_is(scene, world, rng, want=None):
-    o, truth = _pick(rng, _unique(scene, _combo)), _want(rng, want)
+    o, truth = pick(rng, _unique(scene, _combo)), _want(rng, want)
     if o is None:
         return None
     cells = list(all_positions(world.cfg.grid).values())
-    cell = tuple(o["cell"]) if truth else _pick(rng, [c for c in cells if c != tuple(o["cell"])])
+    cell = tuple(o["cell"]) if truth else pick(rng, [c for c in cells if c != tuple(o["cell"])])
     if cell is None:
         return None
     return (TEMPLATES["position_is"].format(colour=o["colour"], shape=o["shape"],
@@ -289,7 +289,7 @@ def q_relation(scene, world, rng, want=None):
     truth, named = _want(rng, want), _unique(scene, _combo)
     triples = [(a, rel, b) for a in named for b in named if a is not b
                for rel in RELATIONS if _holds(a, rel, b) == truth]
-    t = _pick(rng, triples)
+    t = pick(rng, triples)
     if t is None:
         return None
     a, rel, b = t
@@ -305,7 +305,7 @@ def _relation_target(scene, rng):
             hits = [b for b in scene["objects"] if b is not a and _holds(b, rel, a)]
             if len(hits) == 1:
                 options.append((a, rel, hits[0]))
-    return _pick(rng, options)
+    return pick(rng, options)
 
 
 def q_rel_colour(scene, world, rng, want=None):
@@ -327,7 +327,7 @@ def q_more(scene, world, rng, want=None):
     counts = {v: _count(scene, key, v) for v in values}
     pairs = [(a, b) for a in values for b in values
              if a != b and counts[a] + counts[b] > 0 and (counts[a] > counts[b]) == truth]
-    pair = _pick(rng, pairs)
+    pair = pick(rng, pairs)
     if pair is None:
         return None
     if key == "shape":
@@ -366,7 +366,7 @@ FAMILY_BUILDERS = {
 
 
 def caption_sample(scene, grid, rng) -> tuple[str, str]:
-    instr = _pick(rng, TEMPLATES["caption_instruction"])
+    instr = pick(rng, TEMPLATES["caption_instruction"])
     return instr, detailed_caption(scene, grid)
 
 
