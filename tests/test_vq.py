@@ -13,7 +13,7 @@ from uvlm.vq_build import build_tokenizer, save_tokenizer_figure
 
 SIZE = 16
 TINY = dict(codebook_size=16, downsample=4, hidden_channels=16, res_blocks=1, code_dim=8,
-            steps=8, batch_size=16, lr=3e-3, device="cpu")
+            steps=8, batch_size=16, lr=3e-3, device="cpu", threads=1)
 
 
 def squares(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
@@ -35,7 +35,6 @@ def tiny_cfg(**over) -> VQConfig:
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.set_num_threads(2)
     return train_vq(tiny_cfg(), squares(64), seed=0, progress=False)
 
 
@@ -72,7 +71,7 @@ def test_same_seed_same_weights():
 
 def test_training_reduces_reconstruction_error():
     imgs, held = squares(128), squares(32, seed=5)
-    cfg = tiny_cfg(steps=60)
+    cfg = tiny_cfg(steps=40)
     before = evaluate_vq(init_model(cfg, seed=0), held)["mse"]
     model, metrics = train_vq(cfg, imgs, seed=0, val_images=held, progress=False)
     assert metrics["mse"] < 0.5 * before

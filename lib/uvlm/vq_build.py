@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import MissingInputError
 from .io import load_npz, read_json, save_npz, write_json
-from .vq import VQConfig, evaluate_vq, load_vq, save_vq, train_vq
+from .vq import VQConfig, cpu_threads, evaluate_vq, load_vq, save_vq, train_vq
 from .vq_figures import save_reconstruction_figure
 
 DATA_STAGE = "data"
@@ -96,12 +96,12 @@ def build_tokenizer(vq_cfg: VQConfig, seed: int, world_dir, out_dir, probe=None,
     held_out = _subsample(held_out, MAX_EVAL_IMAGES)
 
     model, train_metrics = train_vq(vq_cfg, train_images, seed, progress=progress)
-    eval_metrics = evaluate_vq(model, held_out, probe=probe)
-    save_vq(model, out_dir / "vq.safetensors")
-
-    codes = {}
-    for name, path in paths.items():
-        codes[name] = model.encode(_images(path)).astype(np.int16)  # codebook_size <= 32768
+    with cpu_threads(vq_cfg.threads):
+        eval_metrics = evaluate_vq(model, held_out, probe=probe)
+        save_vq(model, out_dir / "vq.safetensors")
+        codes = {}
+        for name, path in paths.items():
+            codes[name] = model.encode(_images(path)).astype(np.int16)  # codebook_size <= 32768
     save_npz(out_dir / "codes.npz", **codes)
 
     metrics = {

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny world + tokenizer built once per test session."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+TINY_RUNS = """
+runs:
+  u_base: {task: u, accel: base}
+  g_base: {task: g, accel: base}
+  ug_base: {task: ug, accel: base}
+  u_himix: {task: u, accel: himix}
+  g_hmgen: {task: g, accel: hmgen, hmgen_k: 1}
+  ug_partial: {task: ug, accel: himix+hmgen, share: partial, hmgen_k: 1}
+attention:
+  run: ug_base
+"""
+
+
+def write_tiny_params(root, extra: str = "") -> str:
+    path = root / "params.yaml"
+    path.write_text(textwrap.dedent(f"""
+        preset: tiny
+        paths:
+          data: {root / 'data'}
+          figures: {root / 'figures'}
+    """) + TINY_RUNS + extra)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """params path of a tiny project whose data and tokenizer stages have run."""
+    from uvlm.config import load_config
+    from uvlm.probe import load_probe
+    from uvlm.vq_build import build_tokenizer
+    from uvlm.world_build import build_world
+
+    root = tmp_path_factory.mktemp("tiny")
+    params = write_tiny_params(root)
+    cfg = load_config(params)
+    build_world(cfg.world, cfg.probe, cfg.seed, cfg.paths.data / "world", progress=False)
+    probe = load_probe(cfg.paths.data / "world" / "probe.safetensors")
+    build_tokenizer(cfg.tokenizer, cfg.seed, cfg.paths.data / "world", cfg.paths.data / "tokenizer", probe=probe)
+    return params

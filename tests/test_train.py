@@ -1,0 +1,105 @@
+"""Training loop: determinism, exact resume, refusal on changed settings, NaN stop."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from uvlm.config import load_config
+from uvlm.errors import CheckpointError, ConfigError, UVLMError
+from uvlm.io import load_tensors
+from uvlm.train import train_run
+
+
+def weights(run_dir: Path) -> dict:
+    tensors, _ = load_tensors(run_dir / "final" / "model.safetensors")
+    return tensors
+
+
+def fresh_cfg(params, tmp_path, **over):
+    cfg = load_config(params, over or None)
+    return cfg
+
+
+@pytest.mark.parametrize("run", ["ug_base", "ug_partial"])
+def test_resume_is_bit_identical(tiny_world, tmp_path, run):
+    cfg = load_config(tiny_world)
+    full = train_run(cfg, run, 0, out_dir=tmp_path / "full", progress=False)
+    part = train_run(cfg, run, 0, out_dir=tmp_path / "part", stop_after=5, progress=False)
+    assert not part["finished"]
+    done = train_run(cfg, run, 0, out_dir=tmp_path / "part", progress=False)
+    assert done["finished"] and full["steps"] == done["steps"]
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full["best"] == done["best"]
+
+
+def test_same_seed_same_result_other_seed_differs(tiny_world, tmp_path):
+    cfg = load_config(tiny_world)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "a", progress=False)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "b", progress=False)
+    train_run(cfg, "u_base", 1, out_dir=tmp_path / "c", progress=False)
+    a, b, c = (weights(tmp_path / x) for x in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_with_changed_settings_refuses(tiny_world, tmp_path):
+    cfg = load_config(tiny_world)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=3, progress=False)
+    changed = load_config(tiny_world, {"train": {"lr": 0.5}})
+    with pytest.raises(UVLMError, match="train.lr"):
+        train_run(changed, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+
+
+def test_corrupt_checkpoint_is_named(tiny_world, tmp_path):
+    cfg = load_config(tiny_world)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=3, progress=False)
+    (tmp_path / "r" / "last" / "model" / "model.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_world, tmp_path, monkeypatch):
+    cfg = load_config(tiny_world)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=4, progress=False)
+    kept = (tmp_path / "r" / "last" / "state.json").read_text()
+    from uvlm import model as M
+    real = M.UVLM.forward
+
+    def poisoned(self, *a, **k):
+        out = real(self, *a, **k)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(M.UVLM, "forward", poisoned)
+    with pytest.raises(UVLMError, match="non-finite loss"):
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "last" / "state.json").read_text() == kept
+
+
+def test_unknown_run_names_the_grid(tiny_world):
+    cfg = load_config(tiny_world)
+    with pytest.raises(ConfigError, match="run"):
+        train_run(cfg, "no_such_run", 0, progress=False)
+
+
+def test_cuda_request_without_cuda_is_clear(tiny_world):
+    if torch.cuda.is_available():
+        pytest.skip("machine has CUDA")
+    cfg = load_config(tiny_world, {"train": {"device": "cuda"}})
+    with pytest.raises(ConfigError, match="train.device"):
+        train_run(cfg, "u_base", 0, progress=False)
+
+
+def test_train_log_has_rates_and_flops(tiny_world, tmp_path):
+    import csv
+    cfg = load_config(tiny_world)
+    train_run(cfg, "ug_base", 0, out_dir=tmp_path / "r", progress=False)
+    rows = list(csv.DictReader((tmp_path / "r" / "train_log.csv").open()))
+    assert {r["task"] for r in rows} == {"u", "g"}
+    assert all(float(r["tokens_per_s"]) > 0 and float(r["flops_per_step"]) > 0 for r in rows)
