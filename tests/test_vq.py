@@ -108,6 +108,8 @@ def test_codebook_too_small_is_a_config_error():
         build(VQConfig, {"codebook_size": 1}, prefix="tokenizer")
     with pytest.raises(ConfigError, match="tokenizer.downsample"):
         build(VQConfig, {"downsample": 3}, prefix="tokenizer")
+    with pytest.raises(ConfigError, match="tokenizer.dead_code_threshold"):
+        train_vq(tiny_cfg(dead_code_threshold=100.0), squares(4), seed=0, progress=False)
 
 
 def fake_world(root, with_meta=True):

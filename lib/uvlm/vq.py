@@ -53,15 +53,9 @@ class VQConfig:
     # A code whose EMA count of assignments per batch falls below this is restarted.
     dead_code_threshold: float = field(default=1.0, metadata=rule(ge=0))
     device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
-    # CPU threads for training; 0 = every core this process may use. Use 1 when other
-    # processes share the cores: OpenMP threads then wait on each other and run ~10x slower.
-    threads: int = field(default=0, metadata=rule(ge=0))
-
-    def validate(self, prefix: str = "") -> None:
-        key = f"{prefix}.code_dim" if prefix else "code_dim"
-        if self.code_dim > 4 * self.hidden_channels:
-            raise ConfigError(key, self.code_dim,
-                              f"at most 4 x hidden_channels = {4 * self.hidden_channels}")
+    # CPU threads; 0 = every core this process may use. 1 is the safe default: when other
+    # processes share the cores, several OpenMP threads wait on each other and run ~10x slower.
+    threads: int = field(default=1, metadata=rule(ge=0))
 
 
 # ---------------------------------------------------------------- network
@@ -274,7 +268,17 @@ def train_vq(cfg: VQConfig, images: np.ndarray, seed: int, val_images: np.ndarra
         return _train(cfg, images, seed, val_images, progress)
 
 
+def _check_dead_code_threshold(cfg: VQConfig, image_shape) -> None:
+    # A threshold above the mean assignments per code would restart every code every step.
+    grid = (image_shape[0] // cfg.downsample) * (image_shape[1] // cfg.downsample)
+    mean_count = cfg.batch_size * grid / cfg.codebook_size
+    if cfg.dead_code_threshold >= mean_count:
+        raise ConfigError("tokenizer.dead_code_threshold", cfg.dead_code_threshold,
+                          f"a value < {mean_count:g} (batch_size x codes per image / codebook_size)")
+
+
 def _train(cfg, images, seed, val_images, progress):
+    _check_dead_code_threshold(cfg, images.shape[1:3])
     device = resolve_device(cfg.device)
     model = init_model(cfg, seed).to(device)
     opt = torch.optim.Adam(list(model.encoder.parameters()) + list(model.decoder.parameters()),
