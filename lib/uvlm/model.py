@@ -32,6 +32,7 @@ from .io import load_tensors, save_tensors, write_json
 from .kv_cache import KVCache
 from .layers import DecoderLayer, LayerContext, RMSNorm, rms_normalize
 from .layout import TokenLayout
+from .row_ops import gather_rows
 from .plans import LayerMode, is_vanilla, plan_proj_sets, validate_plan
 from .schema import rule
 
@@ -185,6 +186,8 @@ class UVLM(nn.Module):
         if seen + input_ids.shape[1] > cfg.max_seq_len:
             raise ValueError(f"sequence length {seen + input_ids.shape[1]} exceeds model.max_seq_len="
                              f"{cfg.max_seq_len}")
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
         plan = self.vanilla_plan() if plan is None else list(plan)
         validate_plan(plan, cfg.n_layers, cfg.image_proj_sets)
         has_himix = any(m.mode == "himix" for m in plan)
@@ -192,7 +195,7 @@ class UVLM(nn.Module):
             if has_himix:
                 raise NotImplementedError("HiMix plans are scored teacher-forced; they take no KV cache")
             kv_cache.bind_plan(plan)
-        counts, n_targets = self._host_counts(input_ids, labels, plan, compute_logits)
+        counts, n_targets = self._host_counts(input_ids, labels, plan)
         layout = TokenLayout(input_ids, cfg.image_token_start, self.rope_inv_freq, attention_mask, kv_cache,
                              text_keys=any(m.mode == "shallow" for m in plan), image_counts=counts)
         ctx = LayerContext(layout, kv_cache, attn_callback)
@@ -221,7 +224,7 @@ class UVLM(nn.Module):
             self._loss(out, h, labels, layout, text_only, loss_reduction, compute_logits, n_targets)
         return out
 
-    def _host_counts(self, input_ids, labels, plan, compute_logits):
+    def _host_counts(self, input_ids, labels, plan):
         """The sizes that shape this call's tensors, fetched in ONE host sync up front: the
         image-token count of every row (to gather text rows) and the number of loss targets
         (to run the LM head on them only). Syncing before any work is queued costs little."""
@@ -245,8 +248,6 @@ class UVLM(nn.Module):
 
     def _loss(self, out, h, labels, layout, text_only, reduction, compute_logits, n_targets):
         B, L = labels.shape
-        if (B, L) != (layout.B, layout.L):
-            raise ValueError(f"labels shape {(B, L)} != input_ids shape {(layout.B, layout.L)}")
         # Row-aligned targets: the row at position p predicts token p + 1.
         targets = torch.cat((labels[:, 1:], labels.new_full((B, 1), -100)), dim=1)
         row_pos = torch.arange(B * L, device=labels.device)  # flat original position of each row of h
@@ -256,9 +257,9 @@ class UVLM(nn.Module):
         # Target rows first, in order (a stable sort needs no host sync; n_targets is known).
         keep = torch.argsort((targets == -100).to(torch.int8), stable=True)[:n_targets]
         if compute_logits == "all":
-            logits = out.logits.reshape(-1, out.logits.shape[-1]).index_select(0, keep)
+            logits = gather_rows(out.logits.reshape(-1, out.logits.shape[-1]), keep)
         else:
-            logits = self.lm_head(h.reshape(-1, h.shape[-1]).index_select(0, keep))
+            logits = self.lm_head(gather_rows(h.reshape(-1, h.shape[-1]), keep))
         nll = F.cross_entropy(logits.float(), targets.index_select(0, keep), reduction="none")
         out.n_targets = torch.tensor(keep.numel(), device=labels.device)
         if reduction == "mean":

@@ -45,9 +45,9 @@ class VQConfig:
     hidden_channels: int = field(default=64, metadata=rule(ge=4))
     res_blocks: int = field(default=1, metadata=rule(ge=0))  # per side, at code resolution
     code_dim: int = field(default=32, metadata=rule(ge=1))
-    steps: int = field(default=1200, metadata=rule(ge=1))
-    batch_size: int = field(default=64, metadata=rule(ge=1))
-    lr: float = field(default=2e-3, metadata=rule(gt=0))
+    steps: int = field(default=2000, metadata=rule(ge=1))
+    batch_size: int = field(default=32, metadata=rule(ge=1))
+    lr: float = field(default=3e-3, metadata=rule(gt=0))
     beta: float = field(default=0.25, metadata=rule(ge=0))  # commitment weight
     ema_decay: float = field(default=0.95, metadata=rule(ge=0, lt=1))
     # A code whose EMA count of assignments per batch falls below this is restarted.
@@ -260,7 +260,11 @@ def _lr_at(step: int, steps: int, lr: float) -> float:
 
 def train_vq(cfg: VQConfig, images: np.ndarray, seed: int, val_images: np.ndarray | None = None,
              progress: bool = True) -> tuple[VQModel, dict]:
-    """Train a tokenizer on uint8 images (N,H,W,3). Returns the model (eval mode, CPU) and metrics."""
+    """Train a tokenizer on uint8 images (N,H,W,3) -> (model in eval mode, metrics).
+
+    The model stays on the device it trained on, so encoding many images afterwards is fast
+    there too; :func:`save_vq` writes CPU tensors and :func:`load_vq` loads onto the CPU.
+    """
     _check_images(images, cfg.downsample)
     if len(images) == 0:
         raise ValueError("train_vq needs at least one training image")
@@ -315,7 +319,7 @@ def _train(cfg, images, seed, val_images, progress):
         losses.append(float(rec_loss.detach()))
         if step % 20 == 0 or step == cfg.steps - 1:
             bar.set_postfix(mse=f"{losses[-1] / 4:.4f}", refresh=False)  # /4: [-1,1] -> [0,1] pixel scale
-    model.eval().cpu()
+    model.eval()
     tail = losses[-max(1, len(losses) // 10):]
     metrics = {
         "train_seconds": round(time.perf_counter() - start, 2),

@@ -1,0 +1,558 @@
+"""Wall-clock cost of the layer plans: one full training step per plan, measured side by side.
+
+    python -m uvlm.bench                          # cpu preset, every plan of the run grid
+    python -m uvlm.bench --preset gpu --compare compile
+    result = run_benchmark(preset="tiny", steps=2)
+
+Every plan of the run grid (baseline U, HiMix U, baseline G, HMGen G at each K, and the
+unified pairs: one U batch then one G batch, each its own optimizer step, as training
+interleaves them) runs the step of ``train.py``: forward with
+``loss_reduction="sum_per_sample"``, backward, gradient clipping, AdamW. Batches are
+synthetic but shaped like the real sequences (:func:`synthetic_batch`).
+
+All variants live in ONE process on ONE device and are timed round-robin, in a fresh random
+order every round, so a slow spell of a shared machine hits every variant alike and the
+ratios stay trustworthy. Every number in the result names the device it was measured on.
+
+Derived per variant: speedup over its task's baseline (time ratio), FLOPs-ideal speedup
+(ratio of counted FLOPs, ``flops.plan_flops``), speedup efficiency = their quotient, and on
+GPUs the MFU against the card's bf16 dense peak. ``compare=KNOB`` runs every plan under
+each value of one implementation choice (torch.compile, precision, AdamW kernel, SDPA
+backend), so the table shows what that choice buys.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import platform
+import re
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import plans as P
+from .config import PRESETS, RunSpec, load_config, resolve
+from .data import BOI, BOS, EOI, EOS, IGNORE, PAD, Vocab
+from .errors import ConfigError, UVLMError
+from .flops import plan_flops
+from .io import write_json, write_text
+from .run_setup import accel_settings, model_config, run_plans
+from .schema import build, rule
+
+FORMAT = "uvlm.bench/1"
+KNOBS = {  # compare=KNOB: the values it runs; the first is the reference ("without the choice")
+    "compile": (False, True),
+    "precision": ("fp32", "bf16"),
+    "optimizer": ("loop", "foreach", "fused"),
+    "sdpa": ("math", "auto"),
+}
+GPU_SDPA = ("efficient", "flash", "cudnn")  # more kernels a GPU comparison of sdpa runs
+# The run grid of params.yaml, used when the params file defines no runs (a bare preset).
+DEFAULT_GRID = {
+    "u_base": dict(task="u", accel="base"),
+    "g_base": dict(task="g", accel="base"),
+    "ug_base": dict(task="ug", accel="base"),
+    "u_himix": dict(task="u", accel="himix"),
+    "g_hmgen_k3": dict(task="g", accel="hmgen", hmgen_fraction=0.15),
+    "g_hmgen_k5": dict(task="g", accel="hmgen", hmgen_fraction=0.25),
+    "ug_himix_hmgen_shareall": dict(task="ug", accel="himix+hmgen", share="all", hmgen_fraction=0.15),
+    "ug_himix_hmgen_sharepartial": dict(task="ug", accel="himix+hmgen", share="partial", hmgen_fraction=0.15),
+}
+# bf16 dense tensor-core peaks (vendor datasheets; sparsity figures halved). First match wins.
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+                   ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12), ("L4", 121e12))
+# Text lengths of the synthetic batches, (low, high) inclusive, around the real data's typical ones.
+U_INSTRUCTION, U_ANSWER, G_PROMPT = (9, 15), (19, 31), (11, 19)
+
+
+@dataclass
+class BenchConfig:
+    """Options of :func:`run_benchmark` and ``python -m uvlm.bench``."""
+
+    preset: str = field(default="cpu", metadata=rule(choices=PRESETS))
+    params_path: Optional[str] = None  # a params.yaml instead of a bare preset (its model and run grid)
+    batch_size: Optional[int] = field(default=None, metadata=rule(ge=1))  # None: train.batch_size
+    steps: int = field(default=10, metadata=rule(ge=1))  # timed steps per variant
+    warmup: int = field(default=3, metadata=rule(ge=0))  # untimed steps per variant, first
+    compile: bool = False
+    precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
+    optimizer: str = field(default="auto", metadata=rule(choices=("auto", "loop", "foreach", "fused")))
+    sdpa: str = field(default="auto", metadata=rule(choices=("auto", "math", "flash", "efficient", "cudnn")))
+    compare: Optional[str] = field(default=None, metadata=rule(choices=tuple(KNOBS)))
+    plans: Optional[list[str]] = None  # run names; None = the whole grid (baselines always come along)
+    device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
+    threads: int = field(default=0, metadata=rule(ge=0))  # CPU threads; 0 = torch's default
+    n_text: int = field(default=150, metadata=rule(ge=8))  # text ids of the synthetic batches
+    seed: int = field(default=0, metadata=rule(ge=0))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The implementation choices one variant runs with."""
+
+    compile: bool
+    precision: str
+    optimizer: str
+    sdpa: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and precision
+# ---------------------------------------------------------------------------------------------
+def resolve_device(device: str) -> str:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("bench.device", "cuda", "'cpu' or 'auto' on a machine without CUDA")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def resolve_precision(precision: str, device: str, notes: list) -> str:
+    """'auto' is training's choice (bf16 on a bf16 GPU, else fp32); bf16 without hardware
+    support falls back to fp32 with a warning."""
+    if precision == "auto":
+        return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16":
+        ok = torch.cuda.is_bf16_supported() if device == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        if not ok:
+            notes.append(f"precision=bf16 requested but this {device} has no bf16 support: fp32 was used")
+            warnings.warn(notes[-1])
+            return "fp32"
+    return precision
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    return f"CPU {platform.processor() or platform.machine()}"
+
+
+def device_slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower().replace("(r)", "").replace("(tm)", "")).strip("-")
+
+
+def peak_bf16_flops(name: str, device: str) -> Optional[float]:
+    if device != "cuda":
+        return None
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key.lower() in name.lower()), None)
+
+
+def make_adamw(model, tc, device: str, impl: str) -> torch.optim.Optimizer:
+    """AdamW with train.make_optimizer's groups; ``impl`` picks the kernel ('auto' = training's)."""
+    from .train import make_optimizer
+    if impl == "auto":
+        return make_optimizer(model, tc, device)
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": tc.weight_decay},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    kind = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[impl]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), **kind)
+
+
+def sdpa_context(backend: str):
+    if backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel({"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
+                        "efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend])
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and FLOPs
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    task: str
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    n_targets: int  # loss targets of the batch (the loss is normalised by it, as in training)
+    T: int  # text rows per sample, padding included (the model computes on them)
+    M: int  # image tokens per sample
+
+
+def synthetic_batch(task: str, batch_size: int, M: int, vocab: Vocab, n_system: int,
+                    gen: torch.Generator) -> Batch:
+    """Random ids shaped like the real sequences, right-padded, loss on OUTPUT tokens:
+    U = [bos system][boi image eoi][instruction][answer eos], G = [bos system][prompt boi][image eoi]."""
+    def text(lo_hi):
+        n = lo_hi if isinstance(lo_hi, int) else int(torch.randint(lo_hi[0], lo_hi[1] + 1, (1,), generator=gen))
+        return torch.randint(6, vocab.n_text, (n,), generator=gen).tolist()
+
+    rows, n_out = [], []
+    for _ in range(batch_size):
+        image = (torch.randint(0, vocab.codebook_size, (M,), generator=gen) + vocab.image_token_start).tolist()
+        if task == "u":
+            answer = text(U_ANSWER)
+            rows.append([BOS, *text(n_system), BOI, *image, EOI, *text(U_INSTRUCTION), *answer, EOS])
+            n_out.append(len(answer) + 1)
+        else:
+            rows.append([BOS, *text(n_system), *text(G_PROMPT), BOI, *image, EOI])
+            n_out.append(M + 1)
+    L = max(map(len, rows))
+    ids = torch.full((batch_size, L), PAD, dtype=torch.long)
+    labels = torch.full((batch_size, L), IGNORE, dtype=torch.long)
+    for i, (row, k) in enumerate(zip(rows, n_out)):
+        ids[i, :len(row)] = torch.tensor(row)
+        labels[i, len(row) - k:len(row)] = ids[i, len(row) - k:len(row)]
+    return Batch(task, ids, labels, int((labels[:, 1:] != IGNORE).sum()), L - M, M)
+
+
+def batch_flops(model_cfg, plan, batch: Batch) -> float:
+    """Counted FLOPs (forward + backward) of one step on ``batch``. The LM head runs on the
+    rows with a target; under HiMix image rows have none (the model's own rule)."""
+    targets = batch.labels[:, 1:] != IGNORE
+    if any(m.mode == "himix" for m in plan):
+        targets &= batch.input_ids[:, :-1] < model_cfg.image_token_start
+    B = batch.input_ids.shape[0]
+    return plan_flops(model_cfg, plan, T=batch.T, M=batch.M, loss_tokens=float(targets.sum()) / B)["total"] * B
+
+
+# ---------------------------------------------------------------------------------------------
+# One variant: (run, setting)
+# ---------------------------------------------------------------------------------------------
+class Variant:
+    """Its own model and optimizer, the batches of its tasks, its timings."""
+
+    def __init__(self, name, run, setting, model, opt, parts, baseline, grad_clip):
+        self.name, self.run, self.setting, self.baseline = name, run, setting, baseline
+        self.model, self.opt, self.grad_clip = model, opt, grad_clip
+        self.parts = parts  # [(Batch, plan)]: one optimizer step each, in order
+        self.step_fn = model  # the compiled model when setting.compile
+        self.times: list[float] = []
+        self.extra_mem: list[int] = []  # CUDA: peak bytes above what was allocated before the step
+        self.error: Optional[str] = None
+
+    def _contexts(self, device):
+        amp = torch.autocast(device, dtype=torch.bfloat16, enabled=self.setting.precision == "bf16")
+        return amp, sdpa_context(self.setting.sdpa)
+
+    def train_step(self, device: str) -> None:
+        for batch, plan in self.parts:
+            amp, sdpa = self._contexts(device)
+            with amp, sdpa:
+                out = self.step_fn(batch.input_ids, labels=batch.labels, plan=plan, loss_reduction="sum_per_sample")
+            (out.loss.sum() / batch.n_targets).backward()  # outside autocast, as in training
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+
+    def timed_step(self, device: str) -> None:
+        cuda = device == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        self.train_step(device)
+        if cuda:
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - t0)
+        if cuda:
+            self.extra_mem.append(torch.cuda.max_memory_allocated() - before)
+
+    def resident_bytes(self) -> int:
+        """Parameters + optimizer state (gradients are freed between steps)."""
+        tensors = [*self.model.parameters()] + [t for s in self.opt.state.values() for t in s.values()
+                                                if torch.is_tensor(t)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def saved_activation_bytes(self, device: str) -> int:
+        """Bytes autograd keeps for backward in the largest forward of the step (eager graph,
+        weights excluded): the activation memory of the plan, measurable on any device."""
+        params = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in params:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        total = 0
+        for batch, plan in self.parts:
+            seen.clear()
+            amp, sdpa = self._contexts(device)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp, sdpa:
+                out = self.model(batch.input_ids, labels=batch.labels, plan=plan, loss_reduction="sum_per_sample")
+            total = max(total, sum(seen.values()))
+            del out
+        return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid of variants
+# ---------------------------------------------------------------------------------------------
+def bench_config(preset: str, params_path=None):
+    return load_config(params_path) if params_path is not None else resolve({"preset": preset}, root=Path.cwd())
+
+
+def grid_runs(cfg) -> dict[str, RunSpec]:
+    runs = dict(cfg.runs) or {k: build(RunSpec, v, prefix=f"runs.{k}") for k, v in DEFAULT_GRID.items()}
+    for task in ("u", "g", "ug"):  # every task present needs its baseline
+        if any(s.task == task for s in runs.values()) and baseline_of(runs, task) is None:
+            runs[f"{task}_base"] = RunSpec(task=task, accel="base")
+    return runs
+
+
+def baseline_of(runs: dict, task: str) -> Optional[str]:
+    return next((n for n, s in runs.items() if s.task == task and s.accel == "base"), None)
+
+
+def select_runs(runs: dict, wanted: Optional[list[str]]) -> list[str]:
+    for i, name in enumerate(wanted or []):
+        if name not in runs:
+            raise ConfigError(f"bench.plans[{i}]", name, f"one of the runs {list(runs)}")
+    chosen = set(wanted or runs) | {baseline_of(runs, runs[n].task) for n in wanted or []}
+    return [n for n in runs if n in chosen]
+
+
+def settings_of(opts: BenchConfig, device: str, notes: list) -> list[Setting]:
+    base = Setting(opts.compile, resolve_precision(opts.precision, device, notes), opts.optimizer, opts.sdpa)
+    if opts.compare is None:
+        return [base]
+    values = list(KNOBS[opts.compare]) + (list(GPU_SDPA) if opts.compare == "sdpa" and device == "cuda" else [])
+    if opts.compare == "precision":
+        values = [resolve_precision(v, device, notes) for v in values]
+    return list(dict.fromkeys(dataclasses.replace(base, **{opts.compare: v}) for v in values))
+
+
+def build_variants(cfg, opts: BenchConfig, device, names, settings, vocab, M) -> list[Variant]:
+    runs = grid_runs(cfg)
+    gen = torch.Generator().manual_seed(opts.seed)
+    n_system = len(cfg.world.system_prompt.split())
+    batches = {t: synthetic_batch(t, opts.batch_size or cfg.train.batch_size, M, vocab, n_system, gen)
+               for t in ("u", "g")}
+    for b in batches.values():
+        b.input_ids, b.labels = b.input_ids.to(device), b.labels.to(device)
+    from .model import UVLM
+    variants = []
+    for setting in settings:
+        for name in names:
+            spec, plans = runs[name], run_plans(cfg, runs[name])
+            model = UVLM(model_config(cfg, vocab, spec), seed=opts.seed).to(device).train()
+            opt = make_adamw(model, cfg.train, device, setting.optimizer)
+            v = Variant(name, spec, setting, model, opt, [(batches[t], plans[t]) for t in plans],
+                        baseline_of(runs, spec.task), cfg.train.grad_clip)
+            if setting.compile:
+                # Static shapes: each variant's shapes are fixed, and the automatic dynamic
+                # shapes that the shared layer frames would otherwise get crash the compiled
+                # backward on CPU (torch 2.13: a stride assertion after the third new length).
+                v.step_fn = torch.compile(model, dynamic=False)
+            variants.append(v)
+    return variants
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+def _guarded(v: Variant, device: str, tolerate: bool, action) -> None:
+    """Run ``action``. A CUDA OOM becomes a clear error; in a comparison, a choice that cannot
+    run a plan (an SDPA kernel without mask support, say) is recorded, not fatal."""
+    try:
+        action()
+    except torch.cuda.OutOfMemoryError:
+        v.opt.zero_grad(set_to_none=True)
+        b = v.parts[0][0].input_ids.shape[0]
+        raise UVLMError(f"a batch of {b} sequences does not fit in the memory of {device_name(device)} for plan "
+                        f"'{v.name}': lower the batch size (--batch-size), or train with a larger "
+                        "train.grad_accum (each micro-batch is then batch_size / grad_accum sequences)") from None
+    except Exception as e:  # noqa: BLE001 (recorded in the result, only when comparing choices)
+        if not tolerate:
+            raise
+        v.error = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+        v.opt.zero_grad(set_to_none=True)
+
+
+def measure(variants: list[Variant], device: str, steps: int, warmup: int, seed: int, tolerate: bool,
+            progress: bool) -> None:
+    from tqdm.auto import tqdm
+    # With static shapes the layer frames (one code object for every variant) recompile per
+    # shape and layer mode: lift dynamo's limit so that no variant silently falls back to eager.
+    limits = torch._dynamo.config.patch(recompile_limit=4096, accumulated_recompile_limit=65536)
+    with limits if any(v.setting.compile for v in variants) else contextlib.nullcontext():
+        for v in variants:  # warm-up first: allocator, autotuning, compilation
+            for _ in range(max(warmup, 1)):
+                _guarded(v, device, tolerate, lambda v=v: v.train_step(device))
+        rng = np.random.default_rng(seed)
+        gc.collect()
+        gc.disable()  # a collection inside one variant's step would be charged to it alone
+        try:
+            for _ in tqdm(range(steps), desc="bench rounds", disable=not progress, mininterval=5.0):
+                live = [v for v in variants if v.error is None]
+                for i in rng.permutation(len(live)):
+                    _guarded(live[i], device, tolerate, lambda v=live[i]: v.timed_step(device))
+        finally:
+            gc.enable()
+    for v in variants:
+        if v.error is not None:
+            v.times, v.extra_mem = [], []  # failed mid-way: no comparable timings
+
+
+def step_flops(v: Variant) -> float:
+    return sum(batch_flops(v.model.config, plan, b) for b, plan in v.parts)
+
+
+def _spread(xs) -> Optional[list]:
+    return [float(np.percentile(xs, 25)), float(np.percentile(xs, 75))] if xs else None
+
+
+def summarise(v: Variant, by_key: dict, device: str, dev_name: str, peak, knob, reference: Setting) -> dict:
+    flops, tokens = step_flops(v), sum(b.input_ids.numel() for b, _ in v.parts)
+    med = statistics.median(v.times) if v.times else None
+    row = {"name": v.name if knob is None else f"{v.name}[{knob}={getattr(v.setting, knob)}]",
+           "run": v.name, "task": v.run.task, "accel": v.run.accel, "share": v.run.share,
+           "setting": dataclasses.asdict(v.setting), "baseline": v.baseline, "device": dev_name,
+           "plans": {b.task: P.describe_plan(plan) for b, plan in v.parts},
+           "hmgen_k": next((sum(m.mode == "shallow" for m in p) for b, p in v.parts if b.task == "g"), None),
+           "batch_size": v.parts[0][0].input_ids.shape[0], "seq_len": {b.task: b.input_ids.shape[1] for b, _ in v.parts},
+           "tokens_per_step": tokens, "flops_per_step": flops, "error": v.error,
+           "step_times_s": v.times, "median_step_s": med, "iqr_step_s": _spread(v.times),
+           "tokens_per_s": tokens / med if med else None, "achieved_flops_per_s": flops / med if med else None}
+    row["mfu"] = flops / med / peak if (peak and med) else None
+    row["peak_memory_bytes"] = v.resident_bytes() + max(v.extra_mem) if v.extra_mem else None
+    row["saved_activation_bytes"] = None if v.error else v.saved_activation_bytes(device)
+    base, ref = by_key.get((v.baseline, v.setting)), by_key.get((v.name, reference))
+    ok = bool(base and base.times and v.times)
+    row["speedup"] = statistics.median(base.times) / med if ok else None
+    # Rounds pair the two timings under the same machine state; their spread is the noise.
+    paired = [b / t for b, t in zip(base.times, v.times)] if ok else []
+    row["speedup_iqr"], row["speedup_paired_median"] = _spread(paired), statistics.median(paired) if ok else None
+    row["flops_speedup"] = step_flops(base) / flops if ok else None
+    row["speedup_efficiency"] = row["speedup"] / row["flops_speedup"] if ok else None
+    row["choice_speedup"] = statistics.median(ref.times) / med if (knob and ref and ref.times and med) else None
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point and its outputs
+# ---------------------------------------------------------------------------------------------
+def run_benchmark(preset: str = "cpu", params_path=None, batch_size: Optional[int] = None, steps: int = 10,
+                  warmup: int = 3, compile: bool = False, precision: str = "auto", plans=None, out=None, *,
+                  write: bool = True, figure: bool = True, progress: bool = True, **options) -> dict:
+    """Time one training step of every selected plan (module docstring) -> the result dict.
+
+    ``plans``: run names (a list or one comma-separated string), None = the whole grid: the
+    params file's runs, else :data:`DEFAULT_GRID`. ``out``: a folder, or a ``.json`` path with
+    the ``.png`` and ``.md`` beside it; None = <paths.figures>/bench/<device-slug>.json.
+    ``options``: the other fields of :class:`BenchConfig` (compare, optimizer, sdpa, device,
+    threads, n_text, seed).
+    """
+    if isinstance(plans, str):
+        plans = [p.strip() for p in plans.split(",") if p.strip()]
+    raw = dict(preset=preset, params_path=None if params_path is None else str(params_path), batch_size=batch_size,
+               steps=steps, warmup=warmup, compile=compile, precision=precision, plans=plans, **options)
+    opts = build(BenchConfig, raw, prefix="bench")
+    cfg = bench_config(opts.preset, opts.params_path)
+    runs = grid_runs(cfg)
+    names = select_runs(runs, opts.plans)
+    dev = resolve_device(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    notes: list[str] = []
+    settings = settings_of(opts, dev, notes)
+    M = (cfg.world.image_size // cfg.tokenizer.downsample) ** 2
+    vocab = Vocab(n_text=opts.n_text, codebook_size=cfg.tokenizer.codebook_size)
+    n_system = len(cfg.world.system_prompt.split())
+    longest = 3 + n_system + M + max(U_INSTRUCTION[1] + U_ANSWER[1] + 1, G_PROMPT[1])
+    if longest > cfg.model.max_seq_len:
+        raise ConfigError("model.max_seq_len", cfg.model.max_seq_len, f">= {longest} (the longest benchmark sequence)")
+    name = device_name(dev)
+    peak = peak_bf16_flops(name, dev)
+
+    variants = build_variants(cfg, opts, dev, names, settings, vocab, M)
+    measure(variants, dev, opts.steps, opts.warmup, opts.seed, tolerate=opts.compare is not None, progress=progress)
+    by_key = {(v.name, v.setting): v for v in variants}
+    rows = [summarise(v, by_key, dev, name, peak, opts.compare, settings[0]) for v in variants]
+    if dev == "cpu":
+        notes.append("peak_memory_bytes is not measured on CPU (the process's max RSS only grows, so it cannot be "
+                     "split between variants); saved_activation_bytes (autograd's saved tensors) is")
+    elif peak is None:
+        notes.append(f"no bf16 peak is known for '{name}': mfu is null (add it to uvlm.bench.PEAK_BF16_FLOPS)")
+    else:
+        notes.append("mfu = counted FLOPs per step / median step time / the card's bf16 dense peak, at any precision")
+    result = {
+        "format": FORMAT,
+        "device": {"type": dev, "name": name, "slug": device_slug(name), "torch": torch.__version__,
+                   "cuda": torch.version.cuda, "threads": torch.get_num_threads(), "peak_bf16_flops": peak,
+                   "python": platform.python_version()},
+        "settings": {**dataclasses.asdict(opts), "preset": cfg.preset, "batch_size": opts.batch_size or cfg.train.batch_size,
+                     "model": dataclasses.asdict(cfg.model), "image_tokens": M, "vocab_size": vocab.size,
+                     "system_tokens": n_system, "grad_clip": cfg.train.grad_clip,
+                     "settings_run": [dataclasses.asdict(s) for s in settings],
+                     "hmgen_k": {n: accel_settings(cfg, runs[n])[1].k for n in names if "hmgen" in runs[n].accel}},
+        "variants": rows,
+        "notes": notes,
+    }
+    if write:
+        write_outputs(result, out_paths(out, cfg, result), figure)
+    return result
+
+
+def out_paths(out, cfg, result) -> dict:
+    out = Path(cfg.paths.figures) / "bench" if out is None else Path(out)
+    stem = out.with_suffix("") if out.suffix == ".json" else out / result["device"]["slug"]
+    return {"json": stem.with_suffix(".json"), "png": stem.with_suffix(".png"), "md": stem.with_suffix(".md")}
+
+
+def write_outputs(result: dict, paths: dict, figure: bool = True) -> dict:
+    """The markdown table, the figure and the JSON (last, so it lists what exists), atomically."""
+    from .bench_figures import plot_bench
+    result["files"] = {k: str(p) for k, p in paths.items() if figure or k != "png"}
+    write_text(paths["md"], markdown_table(result) + "\n")
+    if figure:
+        plot_bench(result, paths["png"])
+    write_json(paths["json"], result)
+    return result["files"]
+
+
+def markdown_table(result: dict) -> str:
+    """The result as a markdown table, one row per variant, headed by the device and settings."""
+    from .bench_figures import markdown_table as render
+    return render(result)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m uvlm.bench", description=__doc__.split("\n")[0])
+    helps = {"params_path": "a params.yaml: its model dims and run grid", "steps": "timed steps per variant",
+             "compile": "torch.compile every model", "compare": f"run every plan under each value of: {list(KNOBS)}",
+             "plans": "comma-separated run names (default: the whole grid)", "threads": "CPU threads (0: torch's)"}
+    for f in dataclasses.fields(BenchConfig):
+        flags = ["--" + f.name.replace("_", "-")] + (["--params"] if f.name == "params_path" else [])
+        if f.type in (bool, "bool"):
+            ap.add_argument(*flags, action="store_true", help=helps.get(f.name))
+        else:
+            kind = int if "int" in str(f.type) else str
+            ap.add_argument(*flags, type=kind, default=f.default, help=helps.get(f.name, f"default: {f.default}"),
+                            choices=(f.metadata.get("rule") or {}).get("choices"))
+    ap.add_argument("--out", help="output folder, or a .json path (default: figures/bench/<device>.json)")
+    ap.add_argument("--no-figure", action="store_true")
+    ap.add_argument("--list-plans", action="store_true", help="print the runs and their layer plans, then exit")
+    a = vars(ap.parse_args(argv))
+    out, figure, list_plans = a.pop("out"), not a.pop("no_figure"), a.pop("list_plans")
+    try:
+        if list_plans:
+            cfg = bench_config(a["preset"], a["params_path"])
+            for n, spec in grid_runs(cfg).items():
+                for task, plan in run_plans(cfg, spec).items():
+                    print(f"{n} [{task.upper()}]\n  " + P.describe_plan(plan).replace("\n", "\n  "))
+            return 0
+        result = run_benchmark(out=out, figure=figure, **a)
+    except UVLMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_table(result) + "\n\nwrote " + ", ".join(result["files"].values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The results stage: every run's metrics and training summary in one tidy table, and the
+counted-FLOPs and measured-time ratios of each run to its baseline. The verdicts on the
+paper's claims are built from these in uvlm.claims, the tables in uvlm.tables.
+
+Inputs (all written by earlier stages):
+
+* ``figures/metrics/<run>.json``  (eval@RUN): ``per_seed[seed]["table"]`` holds the paper
+  columns per subset (:func:`uvlm.scoring.table`);
+* ``data/runs/<run>/seed<S>/train_summary.json`` (train@RUN): measured training time;
+* ``figures/metrics/attention.json`` (attention): the verdict on the asymmetry (C1);
+* the training splits and the run grid, for the counted FLOPs of each run's layer plans.
+
+Baselines: U-only runs are compared with the U-only baseline, G-only runs with the
+G-only baseline, unified runs with the unified baseline (the run of the same task with
+``accel: base``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import plans as P
+from . import scoring as S
+from .errors import MissingInputError
+from .io import read_json
+
+SUBSETS = S.SUBSETS
+METRICS = tuple(S.COLUMNS)
+LOWER_IS_BETTER = {"FID", "FID-floor", "G-NLL", "Caption-NLL"}
+# What "the U side" and "the G side" of a comparison mean in the claims (fixed before
+# any result was seen): the paper's U benchmark families and its G quality, as analogues.
+U_HEADLINE = ("GQA", "MME-C", "MME-P", "POPE-F1", "SEED")
+G_HEADLINE = ("FID", "Attr-Acc", "G-NLL")
+# train_summary.json key -> our metric name (subset "all")
+TRAIN_KEYS = {"train_time_s": "train_time_s", "mean_step_time_s": "step_time_s",
+              "tokens_per_s": "tokens_per_s", "flops_total": "train_flops"}
+RATIOS = {"train_time_s": "time_rel", "step_time_s": "step_time_rel", "train_flops": "train_flops_rel"}
+
+
+# ============================================================== the run grid
+
+def baseline_of_task(cfg, task: str) -> str | None:
+    """The run of ``task`` with ``accel: base`` (``<task>_base`` if there are several)."""
+    names = [n for n, s in cfg.runs.items() if s.task == task and s.accel == "base"]
+    return f"{task}_base" if f"{task}_base" in names else (names[0] if names else None)
+
+
+def baseline_of(cfg, run: str) -> str | None:
+    return baseline_of_task(cfg, cfg.run(run).task)
+
+
+def run_label(spec, k: int | None) -> str:
+    where = {"u": "U-only", "g": "G-only", "ug": "Unified"}[spec.task]
+    if spec.accel == "base":
+        return f"Baseline ({where})"
+    if spec.accel == "himix":
+        return f"HiMix ({where})"
+    if spec.accel == "hmgen":
+        return f"HMGen K={k} ({where})"
+    return f"HiMix-HMGen (Share {'All' if spec.share == 'all' else 'Partial'}, K={k})"
+
+
+def run_order(spec) -> tuple:
+    """Table order: baselines first (U, G, unified), then HiMix, HMGen, both (share all, partial)."""
+    accel = ("base", "himix", "hmgen", "himix+hmgen").index(spec.accel)
+    return accel, ("u", "g", "ug").index(spec.task), spec.share != "all", spec.hmgen_fraction or spec.hmgen_k or 0
+
+
+def layer_plans(cfg) -> dict:
+    """{run: {task: plan}}: the plans the runs trained and were evaluated with."""
+    from .run_setup import run_plans
+    order = sorted(cfg.runs, key=lambda r: run_order(cfg.runs[r]))
+    return {run: run_plans(cfg, cfg.runs[run]) for run in order}
+
+
+def roles(cfg) -> dict:
+    """Which run plays which part in the claims, found by spec (not by name)."""
+    from .run_setup import accel_settings
+
+    def find(task, accel, share="all"):
+        names = [n for n, s in cfg.runs.items() if (s.task, s.accel, s.share) == (task, accel, share)]
+        return names[0] if names else None
+    k = lambda n: accel_settings(cfg, cfg.run(n))[1].k
+    hmgen = sorted((n for n, s in cfg.runs.items() if (s.task, s.accel) == ("g", "hmgen")), key=k)
+    out = {"u_base": baseline_of_task(cfg, "u"), "g_base": baseline_of_task(cfg, "g"),
+           "ug_base": baseline_of_task(cfg, "ug"), "u_himix": find("u", "himix"), "g_hmgen": hmgen,
+           "shareall": find("ug", "himix+hmgen", "all"), "sharepartial": find("ug", "himix+hmgen", "partial")}
+    # The isolated HMGen run matching the unified runs' K (their G plan), for C5 and C6.
+    ref = out["shareall"] or out["sharepartial"]
+    same_k = [n for n in hmgen if ref and k(n) == k(ref)]
+    out["g_hmgen_matched"] = same_k[0] if same_k else (hmgen[0] if hmgen else None)
+    return out
+
+
+# ============================================================== counted FLOPs of the plans
+
+def sample_shapes(split, image_token_start: int) -> np.ndarray:
+    """(N, 3) int array of (text tokens T, image tokens M, loss tokens) per row of a TokenizedSplit."""
+    ids, lengths = split.input_ids, split.lengths.numpy()
+    m = (ids >= image_token_start).sum(1).numpy()
+    loss = (split.labels != -100).sum(1).numpy()
+    return np.stack([lengths - m, m, loss], axis=1).astype(np.int64)
+
+
+def training_shapes(cfg, vocab=None, tokenizer=None) -> dict:
+    """{task: sample_shapes} of the training splits (what the runs trained on)."""
+    from .data import load_split
+    from .run_setup import TASK_SPLITS, vocab_for
+    if vocab is None or tokenizer is None:
+        vocab, tokenizer = vocab_for(cfg)
+    return {t: sample_shapes(load_split(cfg.paths.data, t, splits[0], tokenizer, vocab, cfg.world.system_prompt,
+                                        cfg.train.loss_on), vocab.image_token_start)
+            for t, splits in TASK_SPLITS.items()}
+
+
+def mean_plan_flops(model_cfg, plan, shapes: np.ndarray, backward: bool = True) -> float:
+    """Mean over samples of the exact per-sample FLOPs (``flops.plan_flops``), each at its own length."""
+    from .flops import plan_flops
+    rows, counts = np.unique(np.asarray(shapes), axis=0, return_counts=True)
+    total = sum(int(c) * plan_flops(model_cfg, plan, int(T), int(M), float(L), backward)["total"]
+                for (T, M, L), c in zip(rows, counts))
+    return float(total) / float(counts.sum())
+
+
+def task_weights(cfg, spec, sizes: dict) -> dict:
+    """Share of training samples per task: one for an isolated run, the step mix for a unified one."""
+    from .batching import unified_steps
+    if spec.task != "ug":
+        return {spec.task: 1.0}
+    tc = cfg.train
+    steps = unified_steps(sizes["u"], sizes["g"], tc.batch_size, tc.epochs, tc.mix_ratio)
+    total = sum(steps.values())
+    return {t: n / total for t, n in steps.items()}
+
+
+def run_info(cfg, shapes: dict | None = None, vocab=None) -> dict:
+    """{run: label, spec, K, plan, counted FLOPs per training sample and relative to the baseline}.
+
+    ``shapes`` ({task: (N, 3) array}) and ``vocab`` come from the data when not given.
+    """
+    from .flops import paper_estimate
+    from .run_setup import accel_settings, model_config, run_plans, vocab_for
+    if vocab is None:
+        vocab, tokenizer = vocab_for(cfg)
+        shapes = shapes if shapes is not None else training_shapes(cfg, vocab, tokenizer)
+    elif shapes is None:
+        shapes = training_shapes(cfg, vocab)
+    sizes = {t: len(s) for t, s in shapes.items()}
+    info = {}
+    for run, spec in cfg.runs.items():
+        himix, hmgen = accel_settings(cfg, spec)
+        plans = run_plans(cfg, spec)
+        mcfg = model_config(cfg, vocab, spec)
+        w = task_weights(cfg, spec, sizes)
+        per_task = {t: mean_plan_flops(mcfg, plans[t], shapes[t]) for t in plans}
+        mean_tm = {t: shapes[t][:, :2].mean(0) for t in plans}
+        paper = {t: paper_estimate(mcfg, plans[t], float(mean_tm[t][0]), float(mean_tm[t][1]))["total"]
+                 for t in plans}
+        g_plan = plans.get("g")
+        shallow = [i for i, m in enumerate(g_plan) if m.mode == "shallow"] if g_plan else []
+        info[run] = {"label": run_label(spec, len(shallow)), "task": spec.task, "accel": spec.accel,
+                     "share": spec.share, "baseline": baseline_of(cfg, run),
+                     "hmgen_k": len(shallow) if "hmgen" in spec.accel else None,
+                     "shallow_layers": shallow if "hmgen" in spec.accel else None,
+                     "himix_start_layer": himix.start_layer if "himix" in spec.accel else None,
+                     "plans": {t: P.describe_plan(p) for t, p in plans.items()},
+                     "task_weights": w, "flops_per_task": per_task,
+                     "flops_per_sample": sum(w[t] * per_task[t] for t in w),
+                     "paper_formula_per_sample": sum(w[t] * paper[t] for t in w)}
+    info = dict(sorted(info.items(), key=lambda kv: run_order(cfg.runs[kv[0]])))
+    labels = [i["label"] for i in info.values()]
+    for run, i in info.items():  # two runs with one plan (say, equal K at a small depth) stay apart
+        if labels.count(i["label"]) > 1:
+            i["label"] += f" [{run}]"
+    for run, i in info.items():
+        base = info.get(i["baseline"]) if i["baseline"] else None
+        i["flops_rel"] = i["flops_per_sample"] / base["flops_per_sample"] if base else None
+        i["flops_rel_paper_formula"] = (i["paper_formula_per_sample"] / base["paper_formula_per_sample"]
+                                        if base else None)
+    return info
+
+
+# ============================================================== metrics + training summaries
+
+def tidy_frame(cfg, strict: bool = True):
+    """One row per (run, seed, subset, metric): the paper columns of every run and seed, plus
+    measured training time / throughput / logged FLOPs (subset "all") and their ratios to the
+    baseline at the same seed. ``strict``: a missing metrics file raises MissingInputError."""
+    import pandas as pd
+    rows = []
+    for run in cfg.runs:
+        path = cfg.paths.figures / "metrics" / f"{run}.json"
+        if not path.exists():
+            if strict:
+                raise MissingInputError(path, f"eval@{run}")
+            continue
+        result = read_json(path)
+        for seed_key, metrics in result.get("per_seed", {}).items():
+            seed = int(seed_key)
+            tab = metrics.get("table") or S.table(metrics)
+            for subset in SUBSETS:
+                for metric, value in (tab.get(subset) or {}).items():
+                    if value is not None:
+                        rows.append((run, seed, subset, metric, float(value)))
+            summary_path = cfg.paths.data / "runs" / run / f"seed{seed}" / "train_summary.json"
+            if summary_path.exists():
+                summary = read_json(summary_path)
+                for key, metric in TRAIN_KEYS.items():
+                    if summary.get(key) is not None:
+                        rows.append((run, seed, "all", metric, float(summary[key])))
+            elif strict:
+                raise MissingInputError(summary_path, f"train@{run}")
+    frame = pd.DataFrame(rows, columns=["run", "seed", "subset", "metric", "value"])
+    return pd.concat([frame, _ratio_rows(cfg, frame)], ignore_index=True)
+
+
+def _ratio_rows(cfg, frame):
+    import pandas as pd
+    eff = frame[frame.metric.isin(list(RATIOS))].set_index(["run", "seed", "metric"])["value"]
+    rows = []
+    for (run, seed, metric), value in eff.items():
+        base = baseline_of(cfg, run)
+        if base is not None and (base, seed, metric) in eff.index and eff[(base, seed, metric)] > 0:
+            rows.append((run, seed, "all", RATIOS[metric], value / eff[(base, seed, metric)]))
+    return pd.DataFrame(rows, columns=frame.columns)
+
+
+def summarise(frame):
+    """Mean, sample std (ddof 1; None below two seeds) and n per (run, subset, metric)."""
+    g = frame.groupby(["run", "subset", "metric"], sort=False)["value"]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    out["std"] = out["std"].astype(object).where(out["n"] >= 2, None)
+    return out
+
+
+def lookup(summary) -> dict:
+    """{(run, subset, metric): (mean, std, n)} of a :func:`summarise` frame."""
+    return {(r.run, r.subset, r.metric): (float(r.mean), None if r.std is None else float(r.std), int(r.n))
+            for r in summary.itertuples(index=False)}
+
+
+@dataclass
+class Results:
+    frame: object       # tidy per-seed DataFrame
+    summary: object     # mean / std / n DataFrame
+    stats: dict         # lookup of summary
+    info: dict          # run_info
+    roles: dict
+
+
+def collect(cfg, strict: bool = True, info: dict | None = None) -> Results:
+    frame = tidy_frame(cfg, strict)
+    summary = summarise(frame)
+    return Results(frame, summary, lookup(summary), info if info is not None else run_info(cfg), roles(cfg))
+
+
+def read_attention(cfg) -> dict | None:
+    path = cfg.paths.figures / "metrics" / "attention.json"
+    return read_json(path) if path.exists() else None
+
+
+# ============================================================== derived views for figures
+
+def signed_gain(a, b, metric):
+    """(gain, error) of a over b, positive = a better; error = sqrt(std_a^2 + std_b^2) if known."""
+    if a is None or b is None:
+        return None, None
+    diff = a[0] - b[0]
+    err = math.hypot(a[1], b[1]) if a[1] is not None and b[1] is not None else None
+    return (-diff if metric in LOWER_IS_BETTER else diff), err
+
+
+def synergy_comparisons(rl: dict) -> list[tuple]:
+    """(name, unified run, {task: isolated run}) for C4-C6."""
+    acc_iso = {"u": rl["u_himix"], "g": rl["g_hmgen_matched"]}
+    return [("unified vs isolated (base)", rl["ug_base"], {"u": rl["u_base"], "g": rl["g_base"]}),
+            ("share all vs isolated (accelerated)", rl["shareall"], acc_iso),
+            ("share partial vs isolated (accelerated)", rl["sharepartial"], acc_iso)]
+
+
+def synergy_frame(res: Results):
+    """Unified minus isolated per metric and subset; ``gain`` is signed so that positive = unified better."""
+    import pandas as pd
+    rows = []
+    for name, uni, iso in synergy_comparisons(res.roles):
+        for task, metrics in (("u", U_HEADLINE), ("g", G_HEADLINE)):
+            for metric in metrics:
+                for subset in ("in_dist", "transfer"):
+                    a, b = res.stats.get((uni, subset, metric)), res.stats.get((iso[task], subset, metric))
+                    gain, err = signed_gain(a, b, metric)
+                    if gain is not None:
+                        rows.append({"comparison": name, "task": task, "metric": metric, "subset": subset,
+                                     "gain": gain, "err": err, "unified": a[0], "isolated": b[0],
+                                     "n": min(a[2], b[2]), "lower_is_better": metric in LOWER_IS_BETTER})
+    return pd.DataFrame(rows)
+
+
+def efficiency_frame(res: Results):
+    """Per accelerated run: counted FLOPs ratio (plans; and as logged in training) vs measured time ratio."""
+    import pandas as pd
+    rows = []
+    for run, i in res.info.items():
+        if i["accel"] == "base":
+            continue
+        t, lf = res.stats.get((run, "all", "time_rel")), res.stats.get((run, "all", "train_flops_rel"))
+        rows.append({"run": run, "label": i["label"], "flops_rel": i["flops_rel"],
+                     "train_flops_rel": lf[0] if lf else None, "time_rel": t[0] if t else None,
+                     "time_rel_std": t[1] if t else None, "n": t[2] if t else 0})
+    return pd.DataFrame(rows)
+
+
+def info_frame(res: Results):
+    """One row per run: label, baseline, K, counted FLOPs per sample and relative (exact, and the paper's formula)."""
+    import pandas as pd
+    return pd.DataFrame({run: {"label": i["label"], "baseline": i["baseline"], "K": i["hmgen_k"],
+                               "FLOPs / sample": i["flops_per_sample"], "FLOPs rel": i["flops_rel"],
+                               "paper's formula rel": i["flops_rel_paper_formula"]}
+                         for run, i in res.info.items()}).T
+
+
+def write_results_json(cfg, res: Results, claims: list, extra: dict | None = None, path=None):
+    from .io import write_json
+    path = path or cfg.paths.figures / "metrics" / "results.json"
+    summary = [{"run": r.run, "subset": r.subset, "metric": r.metric, "mean": float(r.mean),
+                "std": None if r.std is None else float(r.std), "n": int(r.n)}
+               for r in res.summary.itertuples(index=False)]
+    write_json(path, {"preset": cfg.preset, "seeds": list(cfg.train.seeds), "runs": res.info,
+                      "roles": res.roles, "summary": summary,
+                      "per_seed": res.frame.to_dict(orient="records"),
+                      "claims": claims, **(extra or {})})
+    return path
+

@@ -1,0 +1,243 @@
+"""Results stage: FLOPs ratios of the plans, collection of metrics and summaries, claim verdicts, figures."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from uvlm import claims as C
+from uvlm import results as R
+from uvlm import scoring as S
+from uvlm.config import load_config
+from uvlm.data import Vocab
+from uvlm.errors import MissingInputError
+from uvlm.io import write_json
+
+REPO = Path(__file__).parents[1]
+GRID = yaml.safe_load((REPO / "params.yaml").read_text())["runs"]
+SHAPES = {"u": np.array([[30, 16, 10], [34, 16, 12], [30, 16, 10]]), "g": np.array([[25, 16, 17]] * 2)}
+VOCAB = Vocab(n_text=50, codebook_size=32)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """The project's run grid on the tiny preset (4 layers); no data needed."""
+    params = {"preset": "tiny", "paths": {"data": str(tmp_path / "data"), "figures": str(tmp_path / "figures")},
+              "train": {"seeds": [0, 1, 2]}, "runs": GRID}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return load_config(tmp_path / "params.yaml")
+
+
+# ============================================================== FLOPs
+
+def test_flops_ratios_against_each_runs_baseline(cfg):
+    from uvlm.flops import plan_flops
+    from uvlm.run_setup import model_config, run_plans
+    info = R.run_info(cfg, SHAPES, VOCAB)
+    assert list(info)[:3] == ["u_base", "g_base", "ug_base"]
+    assert {r: i["baseline"] for r, i in info.items() if r.startswith("g_")} == \
+        {"g_base": "g_base", "g_hmgen_k3": "g_base", "g_hmgen_k5": "g_base"}
+    for base in ("u_base", "g_base", "ug_base"):
+        assert info[base]["flops_rel"] == 1.0
+
+    spec = cfg.run("u_himix")
+    mcfg, plan = model_config(cfg, VOCAB, spec), run_plans(cfg, spec)["u"]
+    by_hand = np.mean([plan_flops(mcfg, plan, int(t), int(m), float(l))["total"] for t, m, l in SHAPES["u"]])
+    assert info["u_himix"]["flops_per_sample"] == pytest.approx(by_hand)
+    base = np.mean([plan_flops(mcfg, None, int(t), int(m), float(l))["total"] for t, m, l in SHAPES["u"]])
+    assert info["u_himix"]["flops_rel"] == pytest.approx(by_hand / base)
+    assert 0 < info["u_himix"]["flops_rel"] < 1
+
+    # K from the plan at this depth: 0.15 and 0.25 of 4 layers -> 1 shallow layer, in the middle.
+    assert info["g_hmgen_k3"]["hmgen_k"] == 1 and info["g_hmgen_k3"]["shallow_layers"] == [2]
+    assert 0 < info["g_hmgen_k3"]["flops_rel"] < 1
+
+    # Unified: per-sample FLOPs weighted by the task mix, relative to the unified baseline.
+    ug, sa = info["ug_base"], info["ug_himix_hmgen_shareall"]
+    assert sum(ug["task_weights"].values()) == pytest.approx(1.0)
+    assert ug["flops_per_sample"] == pytest.approx(sum(ug["task_weights"][t] * ug["flops_per_task"][t] for t in "ug"))
+    assert sa["flops_rel"] == pytest.approx(sa["flops_per_sample"] / ug["flops_per_sample"])
+    assert sa["flops_rel"] < 1 and sa["label"].startswith("HiMix-HMGen (Share All")
+
+
+def test_mean_plan_flops_weights_repeated_shapes():
+    from uvlm.flops import plan_flops
+    from uvlm.model import UVLMConfig
+    mcfg = UVLMConfig(vocab_size=82, image_token_start=50, d_model=16, n_layers=2, n_heads=2, n_kv_heads=2)
+    one = plan_flops(mcfg, None, 10, 4, 3.0)["total"]
+    two = plan_flops(mcfg, None, 20, 4, 3.0)["total"]
+    got = R.mean_plan_flops(mcfg, None, np.array([[10, 4, 3], [20, 4, 3], [10, 4, 3]]))
+    assert got == pytest.approx((2 * one + two) / 3)
+
+
+# ============================================================== collection
+
+def _metrics(u: float, fd: float) -> dict:
+    """One seed's metrics in evaluate.evaluate_run's structure (the parts the table reads)."""
+    m = {"u": {"gqa": {}, "pope": {}, "mme": {}, "seed": {}}, "g": {"generation": {}, "nll": {}}}
+    for s in S.SUBSETS:
+        m["u"]["gqa"][s] = {"acc": u, "n": 10}
+        m["u"]["pope"][s] = {k: {"acc": u} for k in S.POPE_SAMPLINGS} | {"f1": u, "acc": u}
+        m["u"]["mme"][s] = {"perception": 3 * u, "reasoning": u}
+        m["u"]["seed"][s] = {"acc": u}
+        m["g"]["generation"][s] = {"fd": fd, "fd_recon_floor": 0.1, "attr_acc": 60.0}
+        m["g"]["nll"][s] = {"nll": 2.0}
+    m["table"] = S.table(m)
+    return m
+
+
+def _write_run(cfg, run, values, times):
+    per_seed = {}
+    for seed, (u, fd) in enumerate(values):
+        per_seed[str(seed)] = {"run": run, "seed": seed, **_metrics(u, fd)}
+        write_json(cfg.paths.data / "runs" / run / f"seed{seed}" / "train_summary.json",
+                   {"train_time_s": times[seed], "mean_step_time_s": times[seed] / 10, "tokens_per_s": 1.0,
+                    "flops_total": 1e9, "steps": 10})
+    write_json(cfg.paths.figures / "metrics" / f"{run}.json",
+               {"run": run, "seeds": list(range(len(values))), "per_seed": per_seed})
+
+
+def test_tidy_frame_summary_and_time_ratios(cfg):
+    _write_run(cfg, "u_base", [(50, 4), (52, 4), (54, 4)], [10.0, 10.0, 20.0])
+    _write_run(cfg, "u_himix", [(40, 4), (41, 4), (42, 4)], [5.0, 6.0, 8.0])
+    with pytest.raises(MissingInputError, match="eval@g_base"):
+        R.tidy_frame(cfg)
+    frame = R.tidy_frame(cfg, strict=False)
+    assert set(frame.columns) == {"run", "seed", "subset", "metric", "value"}
+    rel = frame[(frame.run == "u_himix") & (frame.metric == "time_rel")].sort_values("seed")["value"].tolist()
+    assert rel == pytest.approx([0.5, 0.6, 0.4])
+    stats = R.lookup(R.summarise(frame))
+    mean, std, n = stats[("u_base", "in_dist", "GQA")]
+    assert (mean, n) == (52.0, 3) and std == pytest.approx(2.0)
+    assert stats[("u_himix", "all", "time_rel")][0] == pytest.approx(0.5)
+    assert ("u_base", "transfer", "POPE-F1") in stats
+
+
+def test_single_seed_has_no_std(cfg):
+    _write_run(cfg, "u_base", [(50, 4)], [10.0])
+    stats = R.lookup(R.summarise(R.tidy_frame(cfg, strict=False)))
+    assert stats[("u_base", "in_dist", "GQA")] == (50.0, None, 1)
+
+
+# ============================================================== verdicts
+
+def test_a_difference_inside_the_spread_is_not_a_win():
+    assert C.compare((10.0, 1.0, 3), (9.0, 1.0, 3), "GQA")["outcome"] == "within spread"
+    assert C.compare((13.0, 1.0, 3), (10.0, 1.0, 3), "GQA")["outcome"] == "better"
+    assert C.compare((3.0, 0.1, 3), (4.0, 0.1, 3), "FID")["outcome"] == "better"  # lower is better
+    single = C.compare((10.0, None, 1), (9.9, None, 1), "GQA")
+    assert single["outcome"] == "better" and single["single_seed"]
+    assert C.compare(None, (1.0, None, 1), "GQA")["outcome"] == "missing"
+
+
+def _stats(values: dict) -> dict:
+    """{run: (u_value, g_value)} -> summary lookup, same numbers on both subsets, std 1 over 3 seeds."""
+    out = {}
+    for run, (u, g) in values.items():
+        for s in ("in_dist", "transfer"):
+            for m in R.U_HEADLINE:
+                if u is not None:
+                    out[(run, s, m)] = (u, 1.0, 3)
+            for m in R.G_HEADLINE:
+                if g is not None:
+                    out[(run, s, m)] = ((-g if m == "Attr-Acc" else g), 1.0, 3)  # g: lower is better
+    return out
+
+
+def _results(cfg, values):
+    info = R.run_info(cfg, SHAPES, VOCAB)
+    return R.Results(None, None, _stats(values), info, R.roles(cfg))
+
+
+def test_no_synergy_makes_c5_c6_not_testable(cfg):
+    res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (51, 9.5),
+                         "u_himix": (45, None), "g_hmgen_k3": (None, 10),
+                         "ug_himix_hmgen_shareall": (30, 12), "ug_himix_hmgen_sharepartial": (40, 11)})
+    c4, c5, c6 = C.claims_c4_c6(res)
+    assert c4["verdict"] == C.NOT_AT_SCALE and not c4["single_seed"]
+    assert c5["verdict"] == c6["verdict"] == C.NOT_TESTABLE
+    assert "30 vs 45" in c5["numbers"]  # numbers are still reported
+
+
+def test_synergy_lost_and_partly_restored(cfg):
+    res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (60, 5),
+                         "u_himix": (45, None), "g_hmgen_k3": (None, 10),
+                         "ug_himix_hmgen_shareall": (30, 12), "ug_himix_hmgen_sharepartial": (40, 11)})
+    c4, c5, c6 = C.claims_c4_c6(res)
+    # Share partial restores U (40 vs 30) but its G is inside the spread (11 vs 12, stds 1 + 1).
+    assert (c4["verdict"], c5["verdict"], c6["verdict"]) == (C.REPRODUCED, C.REPRODUCED, C.PARTLY)
+    res.stats.update({("ug_himix_hmgen_sharepartial", s, m): ((-8.0 if m == "Attr-Acc" else 8.0), 1.0, 3)
+                      for s in ("in_dist", "transfer") for m in R.G_HEADLINE})
+    assert C.claims_c4_c6(res)[2]["verdict"] == C.REPRODUCED
+    # Synergy on U only, in one subset only -> partly.
+    res.stats.update({(r, "transfer", m): (50.0, 1.0, 3) for r in ("ug_base", "u_base") for m in R.U_HEADLINE})
+    res.stats.update({("ug_base", s, m): (10.0, 1.0, 3) for s in ("in_dist", "transfer") for m in R.G_HEADLINE})
+    c4, c5, _ = C.claims_c4_c6(res)
+    assert c4["details"]["per_subset"] == {"in_dist": C.PARTLY, "transfer": C.NOT_AT_SCALE}
+    assert c4["verdict"] == C.PARTLY
+    assert c5["details"]["per_subset"]["transfer"] == C.NOT_TESTABLE and c5["verdict"] == C.REPRODUCED
+
+
+def test_c1_c2_c3(cfg):
+    att = {"source": "ug_base", "all": {"verdict": {"asymmetry": False, "u_late_visual_redundancy": True,
+                                                    "g_persistent_image_dependence": False, "summary": "U drops."}}}
+    assert C.claim_c1(att)["verdict"] == C.PARTLY
+    assert C.claim_c1(None)["verdict"] == C.NOT_TESTABLE
+    res = _results(cfg, {"u_base": (50, None), "u_himix": (46, None), "g_base": (None, 10),
+                         "g_hmgen_k3": (None, 10.5), "g_hmgen_k5": (None, 14)})
+    res.info["u_himix"]["flops_rel"] = 0.3
+    c2 = C.claim_c2(res)
+    assert c2["verdict"] == C.REPRODUCED and c2["details"]["mean_retention"] == pytest.approx(0.92)
+    res.info["u_himix"]["flops_rel"] = 0.8  # a small cut is not "hard"
+    assert C.claim_c2(res)["verdict"] == C.PARTLY
+    c3 = C.claim_c3(res)  # K3 within spread (kept), K5 clearly worse
+    assert c3["verdict"] == C.PARTLY
+    md = C.claims_markdown([C.claim_c1(att), c2, c3], "tiny", [0, 1, 2])
+    assert md.count("\n- **C") == 3 and "Verdict: **partly**" in md
+
+
+# ============================================================== figures and notebook
+
+def test_figures_write_pngs(cfg, tmp_path):
+    from uvlm import results_figures as F
+    F.plot_layer_plans(R.layer_plans(cfg), tmp_path / "plans.png")
+    res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (60, 5), "u_himix": (45, None),
+                         "g_hmgen_k3": (None, 10), "ug_himix_hmgen_shareall": (30, 12),
+                         "ug_himix_hmgen_sharepartial": (40, 11)})
+    res.stats[("u_himix", "all", "time_rel")] = (0.7, 0.1, 3)
+    F.plot_synergy(R.synergy_frame(res), tmp_path / "syn.png")
+    F.plot_efficiency(R.efficiency_frame(res), tmp_path / "eff.png")
+    img = np.zeros((2, 8, 8, 3), np.uint8)
+    gen = {s: {"fd": 1.0} for s in S.SUBSETS}
+    F.plot_fig5({"metrics": {"n": 2, "device": "cpu", "plans": {
+        "full": {"k": 0, "shallow_layers": [], "time_s": 2.0, "speedup": 1.0, "generation": gen},
+        "hmgen_k1": {"k": 1, "shallow_layers": [2], "time_s": 1.0, "speedup": 2.0, "generation": gen}}},
+        "samples": {"real": img, "full": img, "hmgen_k1": img, "prompts": np.array(["a", "b"])}},
+        tmp_path / "fig5.png")
+    for name in ("plans", "syn", "eff", "fig5"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_inference_time_hmgen_on_a_baseline_checkpoint(tiny_world, tmp_path):
+    """HMGen with K = 0 only swaps in copied image projections: samples equal the full plan's."""
+    from uvlm.fig5 import fig5_frame, inference_time_hmgen
+    from uvlm.run_setup import build_model, vocab_for
+    cfg = load_config(tiny_world)
+    vocab, _ = vocab_for(cfg)
+    model = build_model(cfg, vocab, cfg.run("g_base"), 0)
+    model.save_pretrained(cfg.paths.data / "runs" / "g_base" / "seed0" / "best_g")
+    out = inference_time_hmgen(cfg, "g_base", 0, ks=[0, 1], n=4, out_path=tmp_path / "fig5.json")
+    m = out["metrics"]
+    assert list(m["plans"]) == ["full", "hmgen_k0", "hmgen_k1"] and m["plans"]["hmgen_k1"]["shallow_layers"] == [2]
+    assert np.array_equal(out["samples"]["full"], out["samples"]["hmgen_k0"])
+    assert m["plans"]["hmgen_k1"]["forward_flops_rel"] < 1 == m["plans"]["full"]["speedup"]
+    assert m["plans"]["full"]["generation"]["all"]["n"] == 4 and (tmp_path / "fig5.json").exists()
+    assert len(fig5_frame(out)) == 3
+
+
+def test_notebook_is_stored_clean_with_a_parameters_cell():
+    import nbformat
+    nb = nbformat.read(REPO / "notebooks" / "06_results.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []) and 'params_path = "params.yaml"' in code[0].source
+    assert all(not c.outputs and c.execution_count is None for c in code)
