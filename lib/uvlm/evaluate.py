@@ -26,7 +26,6 @@ ones (combos the task never trained on), with their counts.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from .data import _text_ids, g_prompt_ids, read_codes, read_records, tokenize_sp
 from .errors import CheckpointError, ConfigError, MissingInputError, UVLMError
 from .fid import feature_frechet_distance
 from .io import load_npz, read_json, save_npz, write_json
+from .threads import cpu_threads
 from .scoring import aggregate_seeds, table  # noqa: F401  (re-exported: part of this module's API)
 
 U_BENCHMARKS = {"gqa": "bench_gqa", "pope": "bench_pope", "mme": "bench_mme", "seed": "bench_seed",
@@ -314,18 +314,6 @@ def _load_model(path: Path, run_name: str, plan, device):
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"model directory '{path}' (stage train@{run_name}) cannot be loaded: {e}") from e
     return model.to(device).eval()
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """torch's intra-op CPU threads set to ``n`` inside the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def evaluate_run(cfg, run_name: str, seed: int, out_path=None, ctx: EvalContext | None = None,

@@ -38,7 +38,8 @@ def inference_time_hmgen(cfg, run: str = "g_base", seed: int | None = None, ks=N
     ``{"metrics": <that JSON>, "samples": {"real", "prompts", <plan>: images}}`` (first
     ``eval.n_figure_samples`` of each, uint8) for the figure.
     """
-    from .evaluate import EvalContext, cpu_threads, generation_metrics, sample_codes
+    from .evaluate import EvalContext, generation_metrics, sample_codes
+    from .threads import cpu_threads
     from .io import load_npz, write_json
     from .model import UVLM
     from .probe import load_probe

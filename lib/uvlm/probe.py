@@ -195,12 +195,10 @@ def train_probe(world_cfg: WorldConfig, probe_cfg: ProbeConfig, seed: int, progr
     """Train on fresh renders; -> (Probe, metrics with held-out per-attribute accuracy)."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(probe_cfg.threads)
-    try:
+    from .threads import cpu_threads
+
+    with cpu_threads(probe_cfg.threads):
         return _train(world_cfg, probe_cfg, seed, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(world_cfg, probe_cfg, seed, progress):

@@ -69,7 +69,7 @@ def make_optimizer(model, tc, device: str) -> torch.optim.Optimizer:
 def run_settings(cfg, run_name: str, seed: int) -> dict:
     """What a resumed run must share with the checkpoint it resumes from."""
     tc = dataclasses.asdict(cfg.train)
-    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches"):
+    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads"):
         tc.pop(volatile)
     return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
             "model": dataclasses.asdict(cfg.model), "train": tc,
@@ -122,6 +122,13 @@ def train_run(cfg, run_name: str, seed: int, out_dir=None, stop_after: int | Non
     ``stop_after`` ends the loop after that many steps (as if the process were
     killed right after a checkpoint); the next call resumes.
     """
+    from .threads import cpu_threads
+
+    with cpu_threads(cfg.train.threads):
+        return _train_run(cfg, run_name, seed, out_dir, stop_after, progress)
+
+
+def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm

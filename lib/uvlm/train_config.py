@@ -36,6 +36,8 @@ class TrainConfig:
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
     compile: bool = False
     device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
+    # torch CPU threads (0: every core; null: torch's default). See uvlm/threads.py.
+    threads: Optional[int] = field(default=1, metadata=rule(ge=0))
 
     def validate(self, prefix: str) -> None:
         if not self.seeds:

@@ -15,10 +15,8 @@ Public API: :class:`VQConfig`, :class:`VQModel`, :func:`train_vq`,
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +29,7 @@ from tqdm.auto import tqdm
 from .errors import CheckpointError, ConfigError
 from .io import load_tensors, save_tensors
 from .schema import build, rule
+from .threads import cpu_threads
 
 FORMAT = "uvlm.vq/1"
 STAGE = "tokenizer"
@@ -222,18 +221,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- training
-@contextlib.contextmanager
-def cpu_threads(n: int):
-    """Run with ``n`` torch CPU threads (0: all cores available to this process), then restore."""
-    before = torch.get_num_threads()
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, n or available or 1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
