@@ -22,11 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest -q
 
+# The stages call papermill and the venv's kernel: put the venv first on PATH.
 repro: install
-	$(VENV)/bin/dvc repro
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/jupyter lab notebooks/
 
 clean-venv:
 	rm -rf $(VENV)

@@ -103,3 +103,11 @@ def test_train_log_has_rates_and_flops(tiny_world, tmp_path):
     rows = list(csv.DictReader((tmp_path / "r" / "train_log.csv").open()))
     assert {r["task"] for r in rows} == {"u", "g"}
     assert all(float(r["tokens_per_s"]) > 0 and float(r["flops_per_step"]) > 0 for r in rows)
+
+
+def test_out_of_memory_message_suggests_accumulation(tmp_path):
+    from uvlm.train import out_of_memory
+    from uvlm.train_config import TrainConfig
+
+    err = out_of_memory(TrainConfig(grad_accum=2), 32, "u_base", 0, tmp_path)
+    assert "train.grad_accum=4" in str(err) and "resumes" in str(err)

@@ -69,7 +69,10 @@ def make_optimizer(model, tc, device: str) -> torch.optim.Optimizer:
 def run_settings(cfg, run_name: str, seed: int) -> dict:
     """What a resumed run must share with the checkpoint it resumes from."""
     tc = dataclasses.asdict(cfg.train)
-    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads"):
+    # These change how, not what, the run computes; grad_accum among them so that a run
+    # stopped by an out-of-memory error resumes with more accumulation.
+    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads",
+                     "grad_accum"):
         tc.pop(volatile)
     return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
             "model": dataclasses.asdict(cfg.model), "train": tc,
@@ -196,12 +199,15 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         loss_sum = 0.0
-        for chunk in torch.arange(len(idx)).chunk(tc.grad_accum):
-            with acc.autocast():
-                o = model(ids[chunk], labels=labels[chunk], plan=plans[task], loss_reduction="sum_per_sample")
-            loss = o.loss.sum() * world / n_tok
-            acc.backward(loss)
-            loss_sum += float(loss.detach()) / world
+        try:
+            for chunk in torch.arange(len(idx)).chunk(tc.grad_accum):
+                with acc.autocast():
+                    o = model(ids[chunk], labels=labels[chunk], plan=plans[task], loss_reduction="sum_per_sample")
+                loss = o.loss.sum() * world / n_tok
+                acc.backward(loss)
+                loss_sum += float(loss.detach()) / world
+        except torch.cuda.OutOfMemoryError as e:
+            raise out_of_memory(tc, len(idx), run_name, seed, out) from e
         loss_val = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "sum"))
         if not math.isfinite(loss_val):
             raise UVLMError(f"[{run_name}/seed{seed}] non-finite loss {loss_val} at step {step} ({task} batch). "
@@ -245,6 +251,17 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         save_model_dir(raw, out / "final")
         write_json(out / "train_summary.json", summary | train_log_stats(out / "train_log.csv"))
     return summary
+
+
+def out_of_memory(tc, per_process: int, run_name: str, seed: int, out: Path) -> UVLMError:
+    """A readable replacement for a raw CUDA OOM trace: what to change, and that work is safe."""
+    torch.cuda.empty_cache()
+    accum = tc.grad_accum * 2
+    return UVLMError(
+        f"[{run_name}/seed{seed}] a batch of {per_process} sequences per process does not fit in GPU "
+        f"memory with train.grad_accum={tc.grad_accum}. Set train.grad_accum={accum} (same global "
+        f"batch, half the activations; e.g. `dvc exp run -S train.grad_accum={accum}`) or lower "
+        f"train.batch_size. The last checkpoint in '{out / 'last'}' is kept; the run resumes from it.")
 
 
 def batch_flops(model_cfg, plan, batch, world: int) -> float:
