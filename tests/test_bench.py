@@ -110,6 +110,23 @@ def test_compare_runs_every_value_of_the_choice():
     assert "optimizer buys" in bench.markdown_table(result)
 
 
+def test_config_overrides_k_sweep_and_profile():
+    result = bench.run_benchmark(plans=["g_hmgen_k3"], hmgen_ks="1", sets=["model.d_model=48", "model.n_heads=2"],
+                                 profile=True, write=False, **TINY)
+    rows = {r["run"]: r for r in result["variants"]}
+    assert list(rows) == ["g_base", "g_hmgen_k3", "g_hmgen_at_k1"]  # the sweep plan comes along
+    assert result["settings"]["model"]["d_model"] == 48 and rows["g_hmgen_at_k1"]["hmgen_k"] == 1
+    for r in rows.values():
+        p = r["profile"]
+        assert p["kernels"] > 0 and p["busy_s"] == pytest.approx(sum(p["by_kind_s"].values()))
+        assert p["by_kind_s"]["gemm"] > 0 and p["top"]
+    assert "Profile of one step" in bench.markdown_table(result)
+    with pytest.raises(ConfigError, match=r"bench\.hmgen_ks\[0\].*K <= 1"):
+        bench.run_benchmark(hmgen_ks=[2], write=False, **TINY)  # tiny: 4 layers hold one shallow layer
+    with pytest.raises(ConfigError, match=r"bench\.sets"):
+        bench.run_benchmark(sets=["d_model=48"], write=False, **TINY)
+
+
 def test_bad_input_is_named():
     with pytest.raises(ConfigError, match=r"bench\.plans\[1\].*nope.*u_himix"):
         bench.run_benchmark(plans=["u_himix", "nope"], write=False, **TINY)

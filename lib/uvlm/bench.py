@@ -2,6 +2,8 @@
 
     python -m uvlm.bench                          # cpu preset, every plan of the run grid
     python -m uvlm.bench --preset gpu --compare compile
+    python -m uvlm.bench --preset gpu --compile --hmgen-ks 1,2,3,4,5 --profile
+    python -m uvlm.bench --preset gpu --compile --plans u_base,g_base --set model.d_model=768 --set model.n_heads=12
     result = run_benchmark(preset="tiny", steps=2)
 
 Every plan of the run grid (baseline U, HiMix U, baseline G, HMGen G at each K, and the
@@ -18,7 +20,11 @@ Derived per variant: speedup over its task's baseline (time ratio), FLOPs-ideal 
 (ratio of counted FLOPs, ``flops.plan_flops``), speedup efficiency = their quotient, and on
 GPUs the MFU against the card's bf16 dense peak. ``compare=KNOB`` runs every plan under
 each value of one implementation choice (torch.compile, precision, AdamW kernel, SDPA
-backend), so the table shows what that choice buys.
+backend), so the table shows what that choice buys. ``sets`` overrides config keys the way
+``dvc exp run -S`` does (a larger model, say); ``hmgen_ks`` adds an HMGen G plan per K;
+``profile`` records one profiled step per variant: device busy time, kernel count and the
+time per kind of kernel (GEMM, attention, gathers and copies, optimizer, ...), which says
+where a plan's time goes when its speedup falls short of its FLOPs.
 """
 from __future__ import annotations
 
@@ -93,6 +99,9 @@ class BenchConfig:
     threads: int = field(default=0, metadata=rule(ge=0))  # CPU threads; 0 = torch's default
     n_text: int = field(default=150, metadata=rule(ge=8))  # text ids of the synthetic batches
     seed: int = field(default=0, metadata=rule(ge=0))
+    sets: Optional[list[str]] = None  # KEY=VALUE config overrides, e.g. model.d_model=768
+    hmgen_ks: Optional[list[int]] = None  # one extra HMGen G plan per K: runs "g_hmgen_at_k<K>"
+    profile: bool = False  # one profiled step per variant (see profile_step)
 
 
 @dataclass(frozen=True)
@@ -292,16 +301,31 @@ class Variant:
 # ---------------------------------------------------------------------------------------------
 # The grid of variants
 # ---------------------------------------------------------------------------------------------
-def bench_config(preset: str, params_path=None):
-    return load_config(params_path) if params_path is not None else resolve({"preset": preset}, root=Path.cwd())
+def bench_config(preset: str, params_path=None, sets=None):
+    from .train_cli import parse_sets
+    overrides = parse_sets(sets, flag="bench.sets")
+    if params_path is not None:
+        return load_config(params_path, overrides=overrides)
+    return resolve({"preset": preset, **overrides}, root=Path.cwd())
 
 
-def grid_runs(cfg) -> dict[str, RunSpec]:
+def grid_runs(cfg, hmgen_ks=None) -> dict[str, RunSpec]:
     runs = dict(cfg.runs) or {k: build(RunSpec, v, prefix=f"runs.{k}") for k, v in DEFAULT_GRID.items()}
+    limit = P.max_shallow_layers(cfg.model.n_layers, cfg.hmgen.placement)
+    for i, k in enumerate(hmgen_ks or []):
+        if not 1 <= k <= limit:
+            raise ConfigError(f"bench.hmgen_ks[{i}]", k, f"1 <= K <= {limit} for {cfg.model.n_layers} layers "
+                              f"(hmgen.placement '{cfg.hmgen.placement}')")
+        runs[sweep_name(k)] = RunSpec(task="g", accel="hmgen", hmgen_k=k)
     for task in ("u", "g", "ug"):  # every task present needs its baseline
         if any(s.task == task for s in runs.values()) and baseline_of(runs, task) is None:
             runs[f"{task}_base"] = RunSpec(task=task, accel="base")
     return runs
+
+
+def sweep_name(k: int) -> str:
+    # Not "g_hmgen_k<K>": the grid's names carry the paper's K (at 32 layers), not this depth's.
+    return f"g_hmgen_at_k{k}"
 
 
 def baseline_of(runs: dict, task: str) -> Optional[str]:
@@ -326,8 +350,7 @@ def settings_of(opts: BenchConfig, device: str, notes: list) -> list[Setting]:
     return list(dict.fromkeys(dataclasses.replace(base, **{opts.compare: v}) for v in values))
 
 
-def build_variants(cfg, opts: BenchConfig, device, names, settings, vocab, M) -> list[Variant]:
-    runs = grid_runs(cfg)
+def build_variants(cfg, opts: BenchConfig, device, runs, names, settings, vocab, M) -> list[Variant]:
     gen = torch.Generator().manual_seed(opts.seed)
     n_system = len(cfg.world.system_prompt.split())
     batches = {t: synthetic_batch(t, opts.batch_size or cfg.train.batch_size, M, vocab, n_system, gen)
@@ -398,6 +421,55 @@ def measure(variants: list[Variant], device: str, steps: int, warmup: int, seed:
             v.times, v.extra_mem = [], []  # failed mid-way: no comparable timings
 
 
+# Kinds of kernel (CUDA kernel names; aten op names on a CPU), first match wins.
+KERNEL_KINDS = (
+    ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
+    ("gemm", re.compile(r"gemm|cutlass|xmma|nvjet|cublas|wgmma|triton_tem|aten::(addmm|mm|bmm)$", re.I)),
+    ("optimizer", re.compile(r"adam|multi_tensor|foreach|lpnorm", re.I)),
+    ("fused", re.compile(r"^triton_")),  # inductor's fused elementwise/reduction kernels
+    ("gather/copy", re.compile(r"index|gather|scatter|copy|cat|memcpy|memset|roll|permute", re.I)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    return next((kind for kind, pattern in KERNEL_KINDS if pattern.search(name)), "other")
+
+
+def profile_step(v: Variant, device: str, median_s: Optional[float], top: int = 8) -> dict:
+    """Where one training step of ``v`` spends its time, from torch.profiler.
+
+    On a GPU: the summed time of its kernels ("busy"), how many it launches, and the time per
+    kind of kernel. busy / median step time far below 1 means the GPU waits on the host
+    (launches, syncs), so fewer FLOPs cannot buy proportionally less time. On a CPU the same
+    is read from aten operators' own CPU time.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        v.train_step(device)
+        if cuda:
+            torch.cuda.synchronize()
+    if cuda:
+        events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        seconds = [getattr(e, "self_device_time_total", 0) * 1e-6 for e in events]
+    else:
+        events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        seconds = [e.self_cpu_time_total * 1e-6 for e in events]
+    if not events:  # the profiler saw no kernels (no CUPTI, say): nothing to attribute
+        return {"busy_s": None, "busy_fraction": None, "kernels": 0, "by_kind_s": {}, "top": []}
+    by_kind: dict[str, float] = {kind: 0.0 for kind, _ in KERNEL_KINDS} | {"other": 0.0}
+    for e, t in zip(events, seconds):
+        by_kind[kernel_kind(e.key)] += t
+    busy = sum(seconds)
+    order = sorted(range(len(events)), key=lambda i: -seconds[i])[:top]
+    return {"busy_s": busy, "busy_fraction": busy / median_s if median_s else None,
+            "kernels": sum(e.count for e in events), "by_kind_s": by_kind,
+            "top": [{"name": events[i].key[:120], "seconds": seconds[i], "count": events[i].count} for i in order]}
+
+
 def step_flops(v: Variant) -> float:
     return sum(batch_flops(v.model.config, plan, b) for b, plan in v.parts)
 
@@ -449,12 +521,15 @@ def run_benchmark(preset: str = "cpu", params_path=None, batch_size: Optional[in
     """
     if isinstance(plans, str):
         plans = [p.strip() for p in plans.split(",") if p.strip()]
+    if isinstance(options.get("hmgen_ks"), str):  # "1,2,3" from the command line
+        options["hmgen_ks"] = _int_list(options["hmgen_ks"], "bench.hmgen_ks")
     raw = dict(preset=preset, params_path=None if params_path is None else str(params_path), batch_size=batch_size,
                steps=steps, warmup=warmup, compile=compile, precision=precision, plans=plans, **options)
     opts = build(BenchConfig, raw, prefix="bench")
-    cfg = bench_config(opts.preset, opts.params_path)
-    runs = grid_runs(cfg)
-    names = select_runs(runs, opts.plans)
+    cfg = bench_config(opts.preset, opts.params_path, opts.sets)
+    runs = grid_runs(cfg, opts.hmgen_ks)
+    sweep = [sweep_name(k) for k in opts.hmgen_ks or []]
+    names = select_runs(runs, None if opts.plans is None else opts.plans + sweep)
     dev = resolve_device(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -469,10 +544,12 @@ def run_benchmark(preset: str = "cpu", params_path=None, batch_size: Optional[in
     name = device_name(dev)
     peak = peak_bf16_flops(name, dev)
 
-    variants = build_variants(cfg, opts, dev, names, settings, vocab, M)
+    variants = build_variants(cfg, opts, dev, runs, names, settings, vocab, M)
     measure(variants, dev, opts.steps, opts.warmup, opts.seed, tolerate=opts.compare is not None, progress=progress)
     by_key = {(v.name, v.setting): v for v in variants}
     rows = [summarise(v, by_key, dev, name, peak, opts.compare, settings[0]) for v in variants]
+    for v, row in zip(variants, rows):
+        row["profile"] = profile_step(v, dev, row["median_step_s"]) if opts.profile and v.error is None else None
     if dev == "cpu":
         notes.append("peak_memory_bytes is not measured on CPU (the process's max RSS only grows, so it cannot be "
                      "split between variants); saved_activation_bytes (autograd's saved tensors) is")
@@ -486,7 +563,7 @@ def run_benchmark(preset: str = "cpu", params_path=None, batch_size: Optional[in
                    "cuda": torch.version.cuda, "threads": torch.get_num_threads(), "peak_bf16_flops": peak,
                    "python": platform.python_version()},
         "settings": {**dataclasses.asdict(opts), "preset": cfg.preset, "batch_size": opts.batch_size or cfg.train.batch_size,
-                     "model": dataclasses.asdict(cfg.model), "image_tokens": M, "vocab_size": vocab.size,
+                     "model": dataclasses.asdict(cfg.model), "params": variants[0].model.num_params(), "image_tokens": M, "vocab_size": vocab.size,
                      "system_tokens": n_system, "grad_clip": cfg.train.grad_clip,
                      "settings_run": [dataclasses.asdict(s) for s in settings],
                      "hmgen_k": {n: accel_settings(cfg, runs[n])[1].k for n in names if "hmgen" in runs[n].accel}},
@@ -521,15 +598,29 @@ def markdown_table(result: dict) -> str:
     return render(result)
 
 
+def _int_list(text: str, key: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(key, text, "comma-separated integers, e.g. 1,2,3") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m uvlm.bench", description=__doc__.split("\n")[0])
     helps = {"params_path": "a params.yaml: its model dims and run grid", "steps": "timed steps per variant",
              "compile": "torch.compile every model", "compare": f"run every plan under each value of: {list(KNOBS)}",
-             "plans": "comma-separated run names (default: the whole grid)", "threads": "CPU threads (0: torch's)"}
+             "plans": "comma-separated run names (default: the whole grid)", "threads": "CPU threads (0: torch's)",
+             "sets": "override one config key, e.g. model.d_model=768 (repeatable)",
+             "hmgen_ks": "comma-separated K values: one extra HMGen G plan each",
+             "profile": "profile one step per variant: busy time, kernel count, time per kernel kind"}
     for f in dataclasses.fields(BenchConfig):
         flags = ["--" + f.name.replace("_", "-")] + (["--params"] if f.name == "params_path" else [])
-        if f.type in (bool, "bool"):
+        if f.name == "sets":
+            ap.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE", help=helps["sets"])
+        elif f.type in (bool, "bool"):
             ap.add_argument(*flags, action="store_true", help=helps.get(f.name))
+        elif "list" in str(f.type):
+            ap.add_argument(*flags, type=str, default=None, help=helps.get(f.name))
         else:
             kind = int if "int" in str(f.type) else str
             ap.add_argument(*flags, type=kind, default=f.default, help=helps.get(f.name, f"default: {f.default}"),
@@ -541,8 +632,9 @@ def main(argv=None) -> int:
     out, figure, list_plans = a.pop("out"), not a.pop("no_figure"), a.pop("list_plans")
     try:
         if list_plans:
-            cfg = bench_config(a["preset"], a["params_path"])
-            for n, spec in grid_runs(cfg).items():
+            cfg = bench_config(a["preset"], a["params_path"], a["sets"])
+            ks = _int_list(a["hmgen_ks"], "bench.hmgen_ks") if a["hmgen_ks"] else None
+            for n, spec in grid_runs(cfg, ks).items():
                 for task, plan in run_plans(cfg, spec).items():
                     print(f"{n} [{task.upper()}]\n  " + P.describe_plan(plan).replace("\n", "\n  "))
             return 0

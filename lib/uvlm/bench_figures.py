@@ -66,7 +66,9 @@ def markdown_table(result: dict) -> str:
     s, d = result["settings"], result["device"]
     knob = s.get("compare")
     head = (f"Training step on **{d['name']}** (torch {d['torch']}, {d['threads']} threads): preset "
-            f"`{s['preset']}`, batch {s['batch_size']}, {s['image_tokens']} image tokens; median of {s['steps']} "
+            f"`{s['preset']}`, model d{s['model']['d_model']} x {s['model']['n_layers']} layers"
+            + (f" ({s['params'] / 1e6:.1f}M params)" if s.get("params") else "")
+            + f", batch {s['batch_size']}, {s['image_tokens']} image tokens; median of {s['steps']} "
             f"steps after {s['warmup']} warm-up, all variants interleaved in one process.")
     show_precision = knob != "precision"  # else the knob's column already says it
     cols = (["plan", "K"] + ([knob] if knob else []) + ["precision"] * show_precision + ["step ms", "tokens/s", "GFLOP/step", "speedup",
@@ -91,4 +93,25 @@ def markdown_table(result: dict) -> str:
     if knob:
         lines.append(f"{knob} buys = step time at {knob}={result['settings']['settings_run'][0][knob]} / step time.")
     lines += [f"Note: {n}" for n in result["notes"]]
+    if any(r.get("profile") for r in result["variants"]):
+        lines += ["", profile_table(result)]
+    return "\n".join(lines)
+
+
+def profile_table(result: dict) -> str:
+    """One profiled step per variant: where its time goes (bench.profile_step)."""
+    knob = result["settings"].get("compare")
+    rows = [r for r in result["variants"] if r.get("profile")]
+    kinds = list(next((r["profile"]["by_kind_s"] for r in rows if r["profile"]["by_kind_s"]), {}))
+    unit = "GPU" if result["device"]["type"] == "cuda" else "CPU op"
+    cols = ["plan"] + ([knob] if knob else []) + ["step ms", f"{unit} busy ms", "busy/step", "kernels"] + \
+        [f"{k} ms" for k in kinds]
+    lines = [f"Profile of one step per variant ({unit} time per kind of kernel, summed; busy/step well below 1 "
+             "means the device waits on the host):", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        p = r["profile"]
+        cells = [r["run"]] + ([str(r["setting"][knob])] if knob else [])
+        cells += [_fmt(r["median_step_s"], ".2f", 1e3), _fmt(p["busy_s"], ".2f", 1e3), _fmt(p["busy_fraction"], ".2f"),
+                  str(p["kernels"])] + [_fmt(p["by_kind_s"].get(k), ".2f", 1e3) for k in kinds]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

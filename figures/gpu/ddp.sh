@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One run trained on 1 GPU and on 2 GPUs (accelerate, bf16) at the same seed and global batch,
+# compared by uvlm.ddp_check: loss agreement and throughput ratio. Run from the repository root
+# on a 2-GPU machine with uvlm and accelerate importable:  OUT=figures/bench bash figures/gpu/ddp.sh
+# Writes $OUT/ddp-<gpu>-d384.json/.md (the gpu preset's model), -d768 (~86M params) and $OUT/ddp-logs.tgz (the runs' logs).
+set -u
+OUT=${OUT:-figures/bench}
+W=${W:-/tmp/uvlm-ddp}
+RUN=${RUN:-u_base}
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+mkdir -p "$W" "$OUT"
+# The gpu preset's world and sequence shapes; a short probe and tokenizer, since this check
+# needs data shaped like the real runs, not the best image codes.
+cat > "$W/params.yaml" <<YAML
+preset: gpu
+probe: {steps: 50, threads: 8}
+tokenizer: {steps: 600, threads: 8}
+train: {epochs: 2.0, eval_every: 50, ckpt_every: 100000, snapshots: 0}
+runs:
+  u_base: {task: u, accel: base}
+  ug_base: {task: ug, accel: base}
+attention: {run: u_base}
+YAML
+nvidia-smi --query-gpu=name,memory.total --format=csv
+t0=$SECONDS
+python - "$W/params.yaml" <<'PY'
+import sys
+from uvlm.config import load_config
+from uvlm.probe import load_probe
+from uvlm.vq_build import build_tokenizer
+from uvlm.world_build import build_world
+cfg = load_config(sys.argv[1])
+world = cfg.paths.data / "world"
+build_world(cfg.world, cfg.probe, cfg.seed, world, progress=False)
+build_tokenizer(cfg.tokenizer, cfg.seed, world, cfg.paths.data / "tokenizer",
+                probe=load_probe(world / "probe.safetensors"), progress=False)
+PY
+echo "[data+tokenizer] exit $? after $((SECONDS - t0)) s"
+SLUG=$(python -c "import torch; from uvlm.bench import device_slug; print(device_slug(torch.cuda.get_device_name()))")
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+
+# pair TAG LIMIT_S SETS...: the run on GPU 0 alone, then on both GPUs, then the check.
+pair() {
+  local tag=$1 limit=$2; shift 2
+  local args=(--params "$W/params.yaml" --run "$RUN" --seed 0 --no-progress "$@")
+  local s=$SECONDS
+  CUDA_VISIBLE_DEVICES=0 timeout "$limit" python -m uvlm.train_cli "${args[@]}" --out "$W/runs/$tag-1gpu" \
+    > "$W/$tag-1gpu.log" 2>&1
+  echo "[$tag 1 GPU] exit $? after $((SECONDS - s)) s"; s=$SECONDS
+  timeout "$limit" accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision bf16 \
+    --dynamo_backend no -m uvlm.train_cli "${args[@]}" --out "$W/runs/$tag-2gpu" > "$W/$tag-2gpu.log" 2>&1
+  echo "[$tag 2 GPUs] exit $? after $((SECONDS - s)) s"
+  python -m uvlm.ddp_check "$W/runs/$tag-1gpu" "$W/runs/$tag-2gpu" --device "$GPU" --out "$OUT/ddp-$SLUG-$tag"
+}
+pair d384 120
+pair d768 150 --set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048
+(cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log runs params.yaml)

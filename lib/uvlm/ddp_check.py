@@ -1,0 +1,152 @@
+"""Does a run trained on N processes match the same run on one? Compare their logs.
+
+    python -m uvlm.ddp_check data/runs/u_base/seed0 runs/u_base_2gpu [--out figures/bench/ddp-h100]
+
+Both folders hold ``train_log.csv`` and ``val_log.csv`` of ``uvlm.train.train_run`` at the
+same seed and global batch, so every step sees the same samples and only the split across
+processes (and reduction order) differs. Reported: the largest gap between the two
+smoothed training-loss curves and between the validation losses, and the ratio of median
+training throughput (tokens/s over all processes). Writes ``<out>.json`` and ``<out>.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+from .errors import ConfigError, MissingInputError
+from .io import write_json, write_text
+
+FORMAT = "uvlm.ddp_check/1"
+
+
+def read_log(path: Path) -> dict[int, dict]:
+    """{step: row}. Every process of a multi-process run appends its own row per step (the
+    loss is already reduced, the timings are the process's own): keep one row per step, with
+    the slowest process's time, since a synchronised step ends when its slowest process does."""
+    if not path.exists():
+        raise MissingInputError(path, "train (uvlm.train_cli)")
+    rows: dict[int, dict] = {}
+    for r in csv.DictReader(path.open()):
+        step = int(r["step"])
+        if step in rows and "step_time_s" in r:
+            if float(r["step_time_s"]) > float(rows[step]["step_time_s"]):
+                rows[step] = {**r, "loss": rows[step]["loss"]}
+        else:
+            rows.setdefault(step, r)
+    return dict(sorted(rows.items()))
+
+
+def smoothed_loss(log: dict[int, dict], window: int) -> dict[int, float]:
+    """Trailing mean of the last ``window`` losses of the same task (unified runs interleave
+    U and G batches, whose losses differ in scale)."""
+    recent: dict[str, list] = defaultdict(list)
+    out = {}
+    for step, r in log.items():
+        xs = recent[r["task"]]
+        xs.append(float(r["loss"]))
+        del xs[:-window]
+        out[step] = sum(xs) / len(xs)
+    return out
+
+
+def _max_gap(a: dict, b: dict) -> Optional[dict]:
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    gaps = [abs(a[s] - b[s]) for s in common]
+    worst = max(range(len(common)), key=gaps.__getitem__)
+    return {"max_abs_diff": gaps[worst], "at_step": common[worst], "mean_abs_diff": sum(gaps) / len(gaps),
+            "steps_compared": len(common), "final": [a[common[-1]], b[common[-1]]]}
+
+
+def throughput(log: dict[int, dict], skip: int) -> dict:
+    steady = list(log.values())[skip:] or list(log.values())
+    return {"median_tokens_per_s": statistics.median(float(r["tokens_per_s"]) for r in steady),
+            "median_step_time_s": statistics.median(float(r["step_time_s"]) for r in steady),
+            "train_time_s": sum(float(r["step_time_s"]) for r in log.values()), "steps": len(log)}
+
+
+def processes_of(run_dir: Path) -> Optional[int]:
+    summary = run_dir / "train_summary.json"
+    return json.loads(summary.read_text()).get("processes") if summary.exists() else None
+
+
+def compare(dir_a, dir_b, window: int = 20, skip: int = 5, tol: float = 0.05, device: Optional[str] = None) -> dict:
+    """The comparison of run folder ``dir_a`` (reference, e.g. one GPU) with ``dir_b``."""
+    if window < 1:
+        raise ConfigError("window", window, "an integer >= 1")
+    if skip < 0:
+        raise ConfigError("skip", skip, "an integer >= 0")
+    dir_a, dir_b = Path(dir_a), Path(dir_b)
+    train_a, train_b = read_log(dir_a / "train_log.csv"), read_log(dir_b / "train_log.csv")
+    val_a, val_b = read_log(dir_a / "val_log.csv"), read_log(dir_b / "val_log.csv")
+    val_cols = [c for c in next(iter(val_a.values()), {}) if c.startswith("val_loss_")]
+    val = {c: _max_gap({s: float(r[c]) for s, r in val_a.items() if r.get(c)},
+                       {s: float(r[c]) for s, r in val_b.items() if r.get(c)}) for c in val_cols}
+    speed_a, speed_b = throughput(train_a, skip), throughput(train_b, skip)
+    result = {
+        "format": FORMAT, "device": device, "runs": [str(dir_a), str(dir_b)],
+        "processes": [processes_of(dir_a), processes_of(dir_b)],
+        "window": window, "skip": skip, "tolerance": tol,
+        "train_loss_raw": _max_gap({s: float(r["loss"]) for s, r in train_a.items()},
+                                   {s: float(r["loss"]) for s, r in train_b.items()}),
+        "train_loss_smoothed": _max_gap(smoothed_loss(train_a, window), smoothed_loss(train_b, window)),
+        "val_loss": val,
+        "throughput": [speed_a, speed_b],
+        "tokens_per_s_ratio": speed_b["median_tokens_per_s"] / speed_a["median_tokens_per_s"],
+        "train_time_ratio": speed_a["train_time_s"] / speed_b["train_time_s"],
+    }
+    gaps = [result["train_loss_smoothed"]] + list(val.values())
+    result["losses_agree"] = all(g is not None and g["max_abs_diff"] <= tol for g in gaps)
+    return result
+
+
+def markdown(r: dict) -> str:
+    pa, pb = (p if p is not None else "?" for p in r["processes"])
+    sm, (ta, tb) = r["train_loss_smoothed"], r["throughput"]
+    lines = [f"Same run, same seed and global batch, on {pa} vs {pb} processes"
+             + (f" ({r['device']})" if r["device"] else "") + ":", "",
+             f"- `{r['runs'][0]}` vs `{r['runs'][1]}`",
+             f"- training loss, trailing mean of {r['window']} steps per task: max |diff| "
+             f"{sm['max_abs_diff']:.4f} at step {sm['at_step']} (mean {sm['mean_abs_diff']:.4f}, "
+             f"{sm['steps_compared']} steps); raw per-step max |diff| {r['train_loss_raw']['max_abs_diff']:.4f}"]
+    for col, g in r["val_loss"].items():
+        lines.append(f"- {col}: max |diff| {g['max_abs_diff']:.4f} over {g['steps_compared']} evaluations "
+                     f"(final {g['final'][0]:.4f} vs {g['final'][1]:.4f})")
+    lines += [f"- median tokens/s (after {r['skip']} warm-up steps): {ta['median_tokens_per_s']:,.0f} vs "
+              f"{tb['median_tokens_per_s']:,.0f}: **{r['tokens_per_s_ratio']:.2f}x**; summed step time "
+              f"{ta['train_time_s']:.1f} s vs {tb['train_time_s']:.1f} s ({r['train_time_ratio']:.2f}x)",
+              f"- losses agree within {r['tolerance']}: **{'yes' if r['losses_agree'] else 'no'}**"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m uvlm.ddp_check", description=__doc__.split("\n")[0])
+    ap.add_argument("reference", help="run folder of the reference run (e.g. one GPU)")
+    ap.add_argument("other", help="run folder of the same run on more processes")
+    ap.add_argument("--out", help="output path without suffix (default: <other>/ddp_check)")
+    ap.add_argument("--window", type=int, default=20, help="steps of the trailing mean (default 20)")
+    ap.add_argument("--skip", type=int, default=5, help="warm-up steps left out of throughput (default 5)")
+    ap.add_argument("--tol", type=float, default=0.05, help="largest loss gap that counts as agreement")
+    ap.add_argument("--device", help="the machine's name, recorded in the result")
+    a = ap.parse_args(argv)
+    try:
+        result = compare(a.reference, a.other, a.window, a.skip, a.tol, a.device)
+    except (ConfigError, MissingInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stem = a.out if a.out else str(Path(a.other) / "ddp_check")
+    write_json(stem + ".json", result)
+    write_text(stem + ".md", markdown(result) + "\n")
+    print(markdown(result) + f"\n\nwrote {stem}.json, {stem}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Train one run of the grid at one seed from the command line, on any number of processes.
+
+    python -m uvlm.train_cli --run u_base --seed 0
+    python -m uvlm.train_cli --run u_base --seed 0 --set preset=gpu --set train.epochs=2
+    accelerate launch --num_processes 2 --mixed_precision bf16 -m uvlm.train_cli --run u_base --seed 0
+
+The same ``uvlm.train.train_run`` the train stage calls: every process runs this file, and
+``train_run`` gives each its share of every global batch, so ``train.batch_size`` means the
+same model update on one GPU or N. ``--set KEY=VALUE`` overrides params.yaml the way
+``dvc exp run -S`` does (the value is read as YAML: ``true``, ``3e-4``, ``[0, 1]``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import yaml
+
+from .errors import ConfigError, UVLMError
+
+TOP_LEVEL_KEYS = ("preset", "seed")
+EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def parse_sets(items, flag: str = "--set") -> dict:
+    """["train.lr=3e-4", "preset=gpu"] -> {"train": {"lr": 0.0003}, "preset": "gpu"}."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts) or (len(parts) == 1 and parts[0] not in TOP_LEVEL_KEYS):
+            raise ConfigError(flag, item, "KEY=VALUE with KEY a dotted params.yaml key (train.lr, model.d_model, "
+                                          f"runs.u_base.accel) or one of {list(TOP_LEVEL_KEYS)}")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(flag, item, f"no other --set giving '{p}' a plain value")
+        node[parts[-1]] = read_value(text)
+    return out
+
+
+def read_value(text: str):
+    """A YAML scalar or list; also '3e-4', which YAML 1.1 (PyYAML) leaves a string."""
+    if not text.strip():
+        return None
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and EXPONENT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def is_main_process() -> bool:
+    # accelerate launch (torchrun underneath) numbers the processes in RANK.
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m uvlm.train_cli", description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, help="a run name of params.yaml's runs: grid")
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default: the first of train.seeds)")
+    ap.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one params key, e.g. train.device=cuda (repeatable)")
+    ap.add_argument("--out", default=None, help="run folder (default: <paths.data>/runs/RUN/seedS); "
+                                                "an existing checkpoint there is resumed")
+    ap.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = ap.parse_args(argv)
+
+    from .config import load_config
+    try:
+        cfg = load_config(a.params, overrides=parse_sets(a.sets))
+        cfg.run(a.run)  # a misspelt run name fails here, before any data is read
+        seed = cfg.train.seeds[0] if a.seed is None else a.seed
+        if seed < 0:
+            raise ConfigError("--seed", seed, "a non-negative integer")
+        from .train import train_run
+        summary = train_run(cfg, a.run, seed, out_dir=a.out, stop_after=a.stop_after, progress=not a.no_progress)
+    except (UVLMError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if is_main_process():
+        print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The training command line (what `accelerate launch` starts) and the 1-vs-N-process log check."""
+import csv
+import json
+
+import pytest
+
+from uvlm import ddp_check, train_cli
+from uvlm.errors import ConfigError
+
+TRAIN_FIELDS = ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s", "flops_per_step"]
+
+
+def test_cli_trains_a_run_and_the_check_compares_two(tiny_world, tmp_path, capsys):
+    args = ["--params", tiny_world, "--run", "u_base", "--seed", "0", "--set", "train.device=cpu",
+            "--set", "train.eval_every=2", "--no-progress"]
+    assert train_cli.main(args + ["--out", str(tmp_path / "a")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["finished"] and summary["processes"] == 1 and summary["device"] == "cpu"
+    for name in ("train_log.csv", "val_log.csv", "train_summary.json", "final"):
+        assert (tmp_path / "a" / name).exists(), name
+
+    assert train_cli.main(args + ["--out", str(tmp_path / "b")]) == 0
+    assert ddp_check.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "check")]) == 0
+    result = json.loads((tmp_path / "check.json").read_text())
+    # Same seed, same process count, CPU: the same run twice.
+    assert result["train_loss_smoothed"]["max_abs_diff"] == 0.0 and result["losses_agree"]
+    assert set(result["val_loss"]) == {"val_loss_u"} and result["val_loss"]["val_loss_u"]["max_abs_diff"] == 0.0
+    assert result["processes"] == [1, 1] and result["tokens_per_s_ratio"] > 0
+    assert "losses agree" in (tmp_path / "check.md").read_text()
+
+
+def test_bad_input_is_named(tiny_world, capsys):
+    base = ["--params", tiny_world, "--seed", "0", "--no-progress"]
+    assert train_cli.main(base + ["--run", "nope"]) == 2
+    assert "'run'" in capsys.readouterr().err
+    assert train_cli.main(base + ["--run", "u_base", "--set", "train.lr=-1"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        train_cli.parse_sets(["lr=3e-4"])
+
+
+def test_set_values_are_read_as_yaml():
+    assert train_cli.parse_sets(["preset=gpu", "train.lr=3e-4", "train.seeds=[0, 1]", "train.compile=true",
+                                 "model.d_model=768", "train.device=cuda"]) == {
+        "preset": "gpu", "train": {"lr": 3e-4, "seeds": [0, 1], "compile": True, "device": "cuda"},
+        "model": {"d_model": 768}}
+
+
+def _write(path, fields, rows):
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_check_keeps_one_row_per_step_and_the_slowest_process(tmp_path):
+    """Each process of a multi-process run appends its own row per step."""
+    for name, times in (("one", [(0.2,)] * 8), ("two", [(0.1, 0.12)] * 8)):
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"step": s + 1, "task": "u", "loss": 3.0 - 0.1 * s, "lr": 1e-3, "step_time_s": t,
+                 "tokens_per_s": 1000 / t, "flops_per_step": 1.0} for s, ts in enumerate(times) for t in ts]
+        _write(d / "train_log.csv", TRAIN_FIELDS, rows)
+        _write(d / "val_log.csv", ["step", "val_loss_u"], [{"step": 8, "val_loss_u": 2.5}] * len(times[0]))
+    r = ddp_check.compare(tmp_path / "one", tmp_path / "two", window=4, skip=0)
+    assert r["throughput"][1]["steps"] == 8 and r["throughput"][1]["median_step_time_s"] == 0.12
+    assert r["tokens_per_s_ratio"] == pytest.approx(0.2 / 0.12)
+    assert r["train_loss_smoothed"]["max_abs_diff"] == 0.0 and r["val_loss"]["val_loss_u"]["steps_compared"] == 1
+    with pytest.raises(ConfigError, match="window"):
+        ddp_check.compare(tmp_path / "one", tmp_path / "two", window=0)
