@@ -111,3 +111,11 @@ def test_out_of_memory_message_suggests_accumulation(tmp_path):
 
     err = out_of_memory(TrainConfig(grad_accum=2), 32, "u_base", 0, tmp_path)
     assert "train.grad_accum=4" in str(err) and "resumes" in str(err)
+
+
+def test_more_processes_than_gpus_is_named(tiny_world):
+    from uvlm.train import launch_run
+
+    cfg = load_config(tiny_world, {"train": {"num_processes": 64}})
+    with pytest.raises(ConfigError, match="train.num_processes"):
+        launch_run(cfg, "u_base", 0)

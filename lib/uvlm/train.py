@@ -72,7 +72,7 @@ def run_settings(cfg, run_name: str, seed: int) -> dict:
     # These change how, not what, the run computes; grad_accum among them so that a run
     # stopped by an out-of-memory error resumes with more accumulation.
     for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads",
-                     "grad_accum"):
+                     "grad_accum", "num_processes"):
         tc.pop(volatile)
     return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
             "model": dataclasses.asdict(cfg.model), "train": tc,
@@ -129,6 +129,26 @@ def train_run(cfg, run_name: str, seed: int, out_dir=None, stop_after: int | Non
 
     with cpu_threads(cfg.train.threads):
         return _train_run(cfg, run_name, seed, out_dir, stop_after, progress)
+
+
+def launch_run(cfg, run_name: str, seed: int) -> dict:
+    """Train from a notebook on ``train.num_processes`` GPUs through accelerate's own launcher.
+
+    One process: a plain call. Several: ``accelerate.notebook_launcher`` forks one process
+    per GPU (so CUDA must not be initialised in the notebook before this call); the summary
+    is read back from what rank 0 wrote.
+    """
+    n = cfg.train.num_processes
+    if n == 1:
+        return train_run(cfg, run_name, seed)
+    available = torch.cuda.device_count()
+    if available < n:
+        raise ConfigError("train.num_processes", n, f"at most the {available} CUDA device(s) of this machine")
+    from accelerate import notebook_launcher
+
+    from .io import read_json
+    notebook_launcher(train_run, args=(cfg, run_name, seed), num_processes=n)
+    return read_json(cfg.paths.data / "runs" / run_name / f"seed{seed}" / "train_summary.json", stage=f"train@{run_name}")
 
 
 def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:

@@ -36,6 +36,9 @@ class TrainConfig:
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
     compile: bool = False
     device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
+    # GPUs to train on from a notebook (accelerate.notebook_launcher); >1 needs that many.
+    # From a shell, `accelerate launch --num_processes N -m uvlm.train_cli` does the same.
+    num_processes: int = field(default=1, metadata=rule(ge=1))
     # torch CPU threads (0: every core; null: torch's default). See uvlm/threads.py.
     threads: Optional[int] = field(default=1, metadata=rule(ge=0))
 
