@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU numbers of figures/bench/ (training-step benchmark, uvlm.bench), on one GPU.
-# Run from the repository root with uvlm importable:  OUT=figures/bench bash figures/gpu/bench.sh
-# Each benchmark gets its own time limit, inside a 570 s whole (one device command), so a
-# slow compile cannot take the others with it; what finished is tarred into $OUT/bench.tgz.
+# Run from the repository root with uvlm importable:
+#   OUT=figures/bench bash figures/gpu/bench.sh [NAME ...]   (default: eager compile d768 ksweep)
+# Each benchmark NAME (see `one` below) gets its own time limit inside a BUDGET_S whole (one
+# device command), so a slow compile cannot take the others with it; what finished is tarred
+# into $OUT/bench-<first NAME>.tgz and each table copied to $OUT/NAME.md.
 set -u
 OUT=${OUT:-figures/bench}
 W=$(mktemp -d)
@@ -23,14 +25,25 @@ bench() {
 D768=(--set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048)
 D1024=(--set model.d_model=1024 --set model.n_layers=16 --set model.n_heads=16 --set model.n_kv_heads=16
        --set model.ffn_hidden=2816)
-# 1. Eager, every plan of the grid plus HMGen at K = 1, 4, 5, profiled: fast, and the fallback.
-bench eager 100 --hmgen-ks 1,4,5 --profile
-# 2. Compile off vs on for every plan, bf16 autocast and fused AdamW (training's GPU defaults).
-bench compile 290 --compare compile --profile
-# 3. ~86M params: MFU, and whether efficiency grows with the model.
-bench d768 120 --compile --plans u_himix,g_hmgen_k3 --profile "${D768[@]}"
-# 4. The K sweep compiled (the compile cache of 2 serves the baseline).
-bench ksweep 90 --compile --plans g_base --hmgen-ks 1,4,5
-# 5. ~200M params, baselines only.
-bench d1024 120 --compile --plans u_base,g_base "${D1024[@]}"
-tar czf "$OUT/bench.tgz" -C "$W" .
+one() {
+  case $1 in
+    # Eager, every plan of the grid plus HMGen at K = 1, 4, 5, profiled: fast, and the fallback.
+    eager) bench eager 100 --hmgen-ks 1,4,5 --profile ;;
+    # Compile off vs on for every plan, bf16 autocast and fused AdamW (training's GPU defaults).
+    compile) bench compile 290 --compare compile --profile ;;
+    # ~86M params: MFU, and whether efficiency grows with the model.
+    d768) bench d768 120 --compile --plans u_himix,g_hmgen_k3 --profile "${D768[@]}" ;;
+    # The K sweep compiled (the compile cache of `compile` serves the baseline).
+    ksweep) bench ksweep 90 --compile --plans g_base --hmgen-ks 1,4,5 ;;
+    # 4x the batch, same kernels: if efficiency rises, the loss at batch 64 was fixed per-step cost.
+    b256) bench b256 80 --batch-size 256 --plans u_himix,g_hmgen_k3,g_hmgen_k5 --profile ;;
+    # ~200M params at batch 128, eager then compiled: MFU at a size the GPU is busy with.
+    d1024e) bench d1024e 80 --batch-size 128 --plans u_himix --profile "${D1024[@]}" ;;
+    d1024) bench d1024 170 --compile --batch-size 128 --plans u_himix --profile "${D1024[@]}" ;;
+    d1024g) bench d1024g 170 --compile --batch-size 128 --plans g_hmgen_k3,g_hmgen_k5 --profile "${D1024[@]}" ;;
+    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g"; return 2 ;;
+  esac
+}
+if (( $# )); then names=("$@"); else names=(eager compile d768 ksweep); fi
+for name in "${names[@]}"; do one "$name"; done
+tar czf "$OUT/bench-${names[0]}.tgz" -C "$W" .

@@ -22,8 +22,9 @@ runs:
 attention: {run: u_base}
 YAML
 nvidia-smi --query-gpu=name,memory.total --format=csv
+nvidia-smi topo -m
 t0=$SECONDS
-python - "$W/params.yaml" <<'PY'
+timeout 240 python - "$W/params.yaml" <<'PY'
 import sys
 from uvlm.config import load_config
 from uvlm.probe import load_probe
@@ -52,6 +53,8 @@ pair() {
   echo "[$tag 2 GPUs] exit $? after $((SECONDS - s)) s"
   python -m uvlm.ddp_check "$W/runs/$tag-1gpu" "$W/runs/$tag-2gpu" --device "$GPU" --out "$OUT/ddp-$SLUG-$tag"
 }
-pair d384 120
-pair d768 150 --set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048
+# The gpu preset's model (~22M params, batch 64), then ~86M params at batch 128: more work per
+# kernel launch, so the second GPU is less hidden behind host overhead.
+pair d384 100
+pair d768 110 --set train.batch_size=128 --set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048
 (cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log runs params.yaml)

@@ -285,7 +285,10 @@ class Variant:
         def pack(t):
             if t.untyped_storage().data_ptr() not in params:
                 seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
+            # Detached: a tensor a node saves of its own output would otherwise hold that node
+            # (a reference cycle through C++ that gc cannot break), and the whole forward graph
+            # with it: every variant's activations stayed allocated until the process ended.
+            return t.detach()
 
         total = 0
         for batch, plan in self.parts:
