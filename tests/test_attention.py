@@ -192,8 +192,33 @@ def test_asymmetry_ratio_and_verdict():
     assert 0.8 < g["ratio"] < 1.6 and g["ci95"][0] <= g["ratio"] <= g["ci95"][1]
     v = A.verdict(u, g)
     assert v["asymmetry"] and v["u_late_visual_redundancy"] and v["g_persistent_image_dependence"]
+    assert v["u_strong_redundancy"] and u["ci95"][1] < A.REDUNDANCY_CEILING
     assert "asymmetry of the paper holds" in v["summary"]
     assert not A.verdict(u, u)["asymmetry"]
+
+
+def _ratio(lo, hi):
+    return {"ratio": (lo + hi) / 2, "ci95": [lo, hi]}
+
+
+def test_a_mild_u_decline_is_not_strong_redundancy():
+    g = _ratio(0.81, 0.88)
+    v = A.verdict(_ratio(0.77, 0.80), g)
+    assert v["asymmetry"] and v["u_late_visual_redundancy"] and not v["u_strong_redundancy"]
+    assert "mild decline only (ratio 0.79; the paper's pattern is a collapse; strong = below 0.5)" in v["summary"]
+    assert "holds only weakly" in v["summary"] and "of the paper holds" not in v["summary"]
+    # The whole interval must lie below the ceiling; a stricter ceiling is honoured.
+    assert not A.verdict(_ratio(0.40, 0.55), g)["u_strong_redundancy"]
+    assert A.verdict(_ratio(0.30, 0.45), g)["u_strong_redundancy"]
+    assert not A.verdict(_ratio(0.30, 0.45), g, redundancy_ceiling=0.3)["u_strong_redundancy"]
+
+
+def test_the_strength_qualifier_never_loosens_the_old_flags():
+    g = _ratio(0.6, 0.9)
+    for lo, hi in ((0.1, 0.3), (0.3, 0.6), (0.7, 0.95), (0.9, 1.1), (1.1, 1.3)):
+        v = A.verdict(_ratio(lo, hi), g)
+        assert v["u_late_visual_redundancy"] == (hi < 1.0) and v["asymmetry"] == (hi < 1.0 and g["ci95"][0] > hi)
+        assert not v["u_strong_redundancy"] or v["u_late_visual_redundancy"]
 
 
 def test_figures_are_written(tmp_path):

@@ -119,15 +119,92 @@ def test_single_seed_has_no_std(cfg):
     assert stats[("u_base", "in_dist", "GQA")] == (50.0, None, 1)
 
 
+def test_noise_table_reads_item_counts_and_keeps_the_se_over_seeds(cfg):
+    _write_run(cfg, "u_base", [(50, 4), (50, 4)], [10.0, 10.0])
+    _write_run(cfg, "g_base", [(0, 4), (0, 4)], [10.0, 10.0])
+    noise = R.noise_table(cfg)
+    # 50% on 10 items: SE = 100 * sqrt(0.25 / 10); seeds share the items, so no / sqrt(2).
+    assert noise[("u_base", "in_dist", "GQA")] == {"se": pytest.approx(15.811, abs=1e-3), "n": 10}
+    assert noise[("g_base", "transfer", "FID")] == {"floor": 0.1}
+    assert ("g_base", "in_dist", "G-NLL") not in noise  # no per-item spread saved
+    assert ("u_base", "in_dist", "SEED") not in noise   # no item count saved
+
+
+def test_standard_errors_by_hand():
+    assert R.proportion_se(50.0, 100) == pytest.approx(5.0)
+    assert R.proportion_se(50.0, 0) is None and R.proportion_se(None, 10) is None
+    # MME: per subtask SE_acc + SE_acc+ (5 + 100*sqrt(0.16/50) = 10.657); two subtasks add in quadrature.
+    sub = {"category": "perception", "acc": 50.0, "acc_plus": 20.0, "n": 100, "n_pairs": 50}
+    subtasks = {"a": sub, "b": dict(sub), "c": dict(sub, category="reasoning", n=0)}
+    assert R.mme_se(subtasks, "perception") == pytest.approx(2 ** 0.5 * (5 + 100 * (0.16 / 50) ** 0.5))
+    assert R.mme_se(subtasks, "reasoning") is None  # a subtask without items: no estimate
+    # POPE: 100 items, 50 "yes", precision 80%, accuracy 80% -> TP 40, FP 10, FN 10, TN 40, F1 80%.
+    # x = TP / (TP + FP + FN) = 2/3 over m = 60 items; SE(F1) = 2 / (1 + x)^2 * sqrt(x (1 - x) / m).
+    one = {"acc": 80.0, "precision": 80.0, "recall": 80.0, "f1": 80.0, "yes_ratio": 50.0, "n": 100}
+    by_hand = 100 * 2 / (5 / 3) ** 2 * ((2 / 9) / 60) ** 0.5
+    assert R.f1_se(one) == pytest.approx(by_hand)
+    pope = {s: dict(one) for s in S.POPE_SAMPLINGS}
+    assert R.pope_f1_se(pope) == pytest.approx(by_hand / 3 ** 0.5)  # mean of three disjoint samplings
+    noise = R.seed_noise({"u": {"pope": {"in_dist": {**pope, "f1": 80.0, "acc": 80.0, "n": 300}}}})
+    assert noise[("in_dist", "POPE-F1")]["n"] == 300 and noise[("in_dist", "POPE-A")]["se"] == pytest.approx(4.0)
+
+
 # ============================================================== verdicts
 
 def test_a_difference_inside_the_spread_is_not_a_win():
     assert C.compare((10.0, 1.0, 3), (9.0, 1.0, 3), "GQA")["outcome"] == "within spread"
     assert C.compare((13.0, 1.0, 3), (10.0, 1.0, 3), "GQA")["outcome"] == "better"
     assert C.compare((3.0, 0.1, 3), (4.0, 0.1, 3), "FID")["outcome"] == "better"  # lower is better
-    single = C.compare((10.0, None, 1), (9.9, None, 1), "GQA")
-    assert single["outcome"] == "better" and single["single_seed"]
+    single = C.compare((10.0, None, 1), (9.9, None, 1), "GQA")  # no noise estimate: the sign decides
+    assert single["outcome"] == "better" and single["single_seed"] and single["sign_only"]
     assert C.compare(None, (1.0, None, 1), "GQA")["outcome"] == "missing"
+
+
+def _se(pct, n):
+    return {"se": R.proportion_se(pct, n), "n": n}
+
+
+def test_a_difference_inside_the_sampling_noise_is_not_a_win():
+    # 55% vs 50% on 100 items: floor 2 * sqrt(4.975^2 + 5^2) = 14.1 > 5.
+    c = C.compare((55.0, None, 1), (50.0, None, 1), "GQA", _se(55, 100), _se(50, 100))
+    assert c["outcome"] == "within noise" and c["noise"] == pytest.approx(14.107, abs=1e-3) and not c["sign_only"]
+    # 70% vs 50% on 400 items: floor 2 * sqrt(2.291^2 + 2.5^2) = 6.78 < 20.
+    c = C.compare((70.0, None, 1), (50.0, None, 1), "GQA", _se(70, 400), _se(50, 400))
+    assert c["outcome"] == "better" and c["noise"] == pytest.approx(6.782, abs=1e-3)
+    assert C.compare((50.0, None, 1), (70.0, None, 1), "GQA", _se(50, 400), _se(70, 400))["outcome"] == "worse"
+    # Several seeds: the larger of spread and noise decides.
+    tight = C.compare((55.0, 0.5, 3), (50.0, 0.5, 3), "GQA", _se(55, 100), _se(50, 100))
+    assert tight["outcome"] == "within noise" and tight["limit"] == pytest.approx(14.107, abs=1e-3)
+    wide = C.compare((70.0, 15.0, 3), (50.0, 15.0, 3), "GQA", _se(70, 400), _se(50, 400))
+    assert wide["outcome"] == "within spread" and wide["limit"] == 30.0
+    # FID: a gap below the reconstruction floor does not count; lower is better.
+    assert C.compare((3.0, None, 1), (3.3, None, 1), "FID", {"floor": 0.5}, {"floor": 0.4})["outcome"] == \
+        "within noise"
+    assert C.compare((3.0, None, 1), (4.0, None, 1), "FID", {"floor": 0.5}, {"floor": 0.4})["outcome"] == "better"
+    # One side without an estimate: no floor, so one seed falls back to the sign (flagged).
+    assert C.compare((55.0, None, 1), (50.0, None, 1), "GQA", _se(55, 100), None)["sign_only"]
+
+
+def test_claims_show_what_is_within_noise(cfg):
+    res = R.Results(None, None, {}, R.run_info(cfg, SHAPES, VOCAB), R.roles(cfg))
+    for run, u, g in (("u_base", 22.7, None), ("g_base", None, 3.34), ("ug_base", 28.0, 3.06)):
+        for s in ("in_dist", "transfer"):
+            for m in (R.U_HEADLINE if u is not None else ()):
+                res.stats[(run, s, m)] = (u, None, 1)
+                res.noise[(run, s, m)] = _se(u, 211)
+            for m in (R.G_HEADLINE if g is not None else ()):
+                res.stats[(run, s, m)] = (g, None, 1)
+                if m != "G-NLL":
+                    res.noise[(run, s, m)] = {"floor": 1.0} if m == "FID" else _se(g, 138)
+    c4 = C.claims_c4_c6(res)[0]
+    # 28.0 vs 22.7 on 211 items (floor 8.5) is within noise; unified G is only better by G-NLL's sign.
+    u_side = c4["details"]["sides"]["in_dist"]["u"]
+    assert u_side["better"] == 0 and u_side["within_noise"] == 5 and not u_side["beats"]
+    assert c4["verdict"] == C.NOT_AT_SCALE and c4["sign_only"] == ["G-NLL"]
+    assert "GQA-a 28 vs 22.7 (±8.5, within noise)" in c4["numbers"]
+    assert "G-NLL 3.06 vs 3.34 (no noise estimate: sign only)" in c4["numbers"]
+    md = C.claims_markdown([c4])
+    assert "(single seed; G-NLL judged by sign only (no noise estimate))" in md and "within noise" in md
 
 
 def _stats(values: dict) -> dict:
@@ -183,6 +260,14 @@ def test_c1_c2_c3(cfg):
                                                     "g_persistent_image_dependence": False, "summary": "U drops."}}}
     assert C.claim_c1(att)["verdict"] == C.PARTLY
     assert C.claim_c1(None)["verdict"] == C.NOT_TESTABLE
+    # The asymmetry with only a mild U decline is partly; with U's collapse (CI below 0.5) reproduced.
+    ratios = lambda u_ci: {"source": "ug_base", "all": {"verdict": {
+        "u_ratio": {"ratio": sum(u_ci) / 2, "ci95": u_ci}, "g_ratio": {"ratio": 0.84, "ci95": [0.81, 0.88]},
+        "asymmetry": True, "u_late_visual_redundancy": True, "g_persistent_image_dependence": True,
+        "summary": "saved before the strength qualifier"}}}
+    mild = C.claim_c1(ratios([0.77, 0.80]))
+    assert mild["verdict"] == C.PARTLY and "mild decline" in mild["numbers"] and mild["details"]["asymmetry"]
+    assert C.claim_c1(ratios([0.30, 0.45]))["verdict"] == C.REPRODUCED
     res = _results(cfg, {"u_base": (50, None), "u_himix": (46, None), "g_base": (None, 10),
                          "g_hmgen_k3": (None, 10.5), "g_hmgen_k5": (None, 14)})
     res.info["u_himix"]["flops_rel"] = 0.3

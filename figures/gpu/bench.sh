@@ -2,8 +2,8 @@
 # The GPU numbers of figures/bench/ (training-step benchmark, uvlm.bench), on one GPU.
 # Run from the repository root with uvlm importable:
 #   OUT=figures/bench bash figures/gpu/bench.sh [NAME ...]   (default: eager compile d768 ksweep)
-# Each benchmark NAME (see `one` below) gets its own time limit inside a BUDGET_S whole (one
-# device command), so a slow compile cannot take the others with it; what finished is tarred
+# Each benchmark NAME (see `one` below) gets its own time limit inside a BUDGET_S whole (a job
+# of at most 10 minutes), so a slow compile cannot take the others with it; what finished is tarred
 # into $OUT/bench-<first NAME>.tgz and each table copied to $OUT/NAME.md.
 set -u
 OUT=${OUT:-figures/bench}

@@ -490,32 +490,48 @@ def asymmetry_ratio(profile: AttentionProfile, image_segment: int | None = None,
             "n_samples": int(len(first))}
 
 
+REDUNDANCY_CEILING = 0.5  # strong U redundancy: late layers keep at most half the first-layer image share
 VERDICT_RULE = (
     "With the 95% bootstrap intervals of the late/first image-share ratios: U shows late-layer "
-    "visual redundancy if its whole interval lies below 1. G shows persistent image dependence if "
-    "its interval reaches persist_floor (default 0.5), i.e. late layers keep at least half of the "
-    "first-layer image share, not clearly less. The asymmetry holds if both hold and G's interval "
-    "lies wholly above U's.")
+    "visual redundancy if its whole interval lies below 1, and strong redundancy (the paper's collapse "
+    "of image attention) if its whole interval lies below redundancy_ceiling (default 0.5), i.e. late "
+    "layers keep at most half of the first-layer image share; below 1 but not below the ceiling is a "
+    "mild decline. G shows persistent image dependence if its interval reaches persist_floor (default "
+    "0.5), i.e. late layers keep at least half of the first-layer image share, not clearly less. The "
+    "asymmetry holds if both hold and G's interval lies wholly above U's; it holds strongly if U's "
+    "redundancy is strong as well.")
 
 
-def verdict(u_ratio: dict, g_ratio: dict, persist_floor: float = 0.5) -> dict:
+def _u_reading(u_ratio: dict, ceiling: float) -> str:
+    ratio, hi = u_ratio["ratio"], u_ratio["ci95"][1]
+    if hi < ceiling:
+        return f"late-layer image attention collapses (below {ceiling:g}: strong visual redundancy). "
+    if hi < 1.0:
+        return (f"a mild decline only (ratio {ratio:.2f}; the paper's pattern is a collapse; strong = "
+                f"below {ceiling:g}). ")
+    return "no clear late-layer drop in image attention. "
+
+
+def verdict(u_ratio: dict, g_ratio: dict, persist_floor: float = 0.5,
+            redundancy_ceiling: float = REDUNDANCY_CEILING) -> dict:
     """Plain-language reading of the two ratios (from :func:`asymmetry_ratio`); rule: VERDICT_RULE."""
     u_lo, u_hi = u_ratio["ci95"]
     g_lo, g_hi = g_ratio["ci95"]
     u_red, g_pers, apart = u_hi < 1.0, g_hi >= persist_floor, g_lo > u_hi
+    u_strong = u_hi < redundancy_ceiling
+    asym = u_red and g_pers and apart
     fmt = lambda r: f"{r['ratio']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
-    text = (f"U late/first image-share ratio {fmt(u_ratio)}: "
-            + ("late layers attend clearly less to the image (visual redundancy). " if u_red else
-               "no clear late-layer drop in image attention. ")
+    text = (f"U late/first image-share ratio {fmt(u_ratio)}: " + _u_reading(u_ratio, redundancy_ceiling)
             + f"G ratio {fmt(g_ratio)}: "
             + (f"image attention persists through depth (not clearly below {persist_floor}). " if g_pers else
                f"image attention fades with depth (clearly below {persist_floor}). ")
-            + ("The asymmetry of the paper holds." if u_red and g_pers and apart else
+            + ("The asymmetry of the paper holds." if asym and u_strong else
+               "The asymmetry holds only weakly (U declines mildly, no collapse)." if asym else
                "The asymmetry of the paper is not shown."))
-    return {"u_late_visual_redundancy": bool(u_red), "g_persistent_image_dependence": bool(g_pers),
-            "g_above_u": bool(apart), "asymmetry": bool(u_red and g_pers and apart),
+    return {"u_late_visual_redundancy": bool(u_red), "u_strong_redundancy": bool(u_strong),
+            "g_persistent_image_dependence": bool(g_pers), "g_above_u": bool(apart), "asymmetry": bool(asym),
             "u_ratio": u_ratio, "g_ratio": g_ratio, "persist_floor": persist_floor,
-            "rule": VERDICT_RULE, "summary": text}
+            "redundancy_ceiling": redundancy_ceiling, "rule": VERDICT_RULE, "summary": text}
 
 
 def image_share_evolution(checkpoints, image_segment: int | None = None, view: str = "all") -> dict:

@@ -5,7 +5,8 @@ paper's claims are built from these in uvlm.claims, the tables in uvlm.tables.
 Inputs (all written by earlier stages):
 
 * ``figures/metrics/<run>.json``  (eval@RUN): ``per_seed[seed]["table"]`` holds the paper
-  columns per subset (:func:`uvlm.scoring.table`);
+  columns per subset (:func:`uvlm.scoring.table`); the item counts beside each score give
+  its sampling noise (:func:`noise_table`);
 * ``data/runs/<run>/seed<S>/train_summary.json`` (train@RUN): measured training time;
 * ``figures/metrics/attention.json`` (attention): the verdict on the asymmetry (C1);
 * the training splits and the run grid, for the counted FLOPs of each run's layer plans.
@@ -17,7 +18,8 @@ G-only baseline, unified runs with the unified baseline (the run of the same tas
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -241,6 +243,128 @@ def lookup(summary) -> dict:
             for r in summary.itertuples(index=False)}
 
 
+# ============================================================== sampling noise of the test items
+
+# Percentages over independent items: the value's dict also holds the item count "n".
+# Attr-Acc is a share of prompt-named objects, but only the image count is saved; objects of
+# one image are not independent, and counting images (fewer items) overstates the noise.
+PROPORTIONS = ("GQA", "POPE-A", "POPE-P", "POPE-R", "SEED", "Attr-Acc")
+MME_CATEGORIES = {"MME-P": "perception", "MME-C": "reasoning"}
+
+
+def _dig(d, *path):
+    for key in path:
+        if not isinstance(d, dict) or d.get(key) is None:
+            return None
+        d = d[key]
+    return d
+
+
+def proportion_se(pct, n) -> float | None:
+    """Standard error in points of a percentage ``pct`` measured on ``n`` independent items."""
+    if pct is None or not n:
+        return None
+    p = min(max(pct / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+def mme_se(subtasks: dict, category: str) -> float | None:
+    """SE of an MME category score, the sum over its subtasks of acc + acc+ (points).
+
+    acc and acc+ of one subtask come from the same questions, so their SEs are added
+    (as if perfectly correlated: an upper bound); subtasks have their own items, so
+    their variances add.
+    """
+    parts = []
+    for sub in subtasks.values():
+        if sub.get("category") != category:
+            continue
+        se_acc, se_plus = proportion_se(sub.get("acc"), sub.get("n")), proportion_se(sub.get("acc_plus"),
+                                                                                     sub.get("n_pairs"))
+        if se_acc is None or se_plus is None:
+            return None
+        parts.append(se_acc + se_plus)
+    return math.sqrt(sum(v * v for v in parts)) if parts else None
+
+
+def f1_se(scores: dict) -> float | None:
+    """Delta-method SE (points) of one POPE sampling's F1, from its saved confusion counts.
+
+    F1 = 2 TP / (2 TP + FP + FN) = 2x / (1 + x) with x = TP / (TP + FP + FN), a proportion
+    over the m items that are not true negatives; so SE(F1) = 2 / (1 + x)^2 * SE(x).
+    The counts are rebuilt from n, the share of "yes" answers, precision and accuracy.
+    """
+    n = scores.get("n")
+    if not n or any(scores.get(k) is None for k in ("acc", "precision", "yes_ratio")):
+        return None
+    pred_yes = round(scores["yes_ratio"] * n / 100.0)
+    tp = round(scores["precision"] * pred_yes / 100.0)
+    m = n - (round(scores["acc"] * n / 100.0) - tp)  # all items but the true negatives
+    if m <= 0:
+        return None
+    x = tp / m
+    return 100.0 * 2.0 / (1.0 + x) ** 2 * math.sqrt(x * (1.0 - x) / m)
+
+
+def pope_f1_se(pope: dict) -> float | None:
+    """POPE-F1 is the mean of the samplings' F1 (disjoint items): SE = sqrt(sum SE^2) / k."""
+    present = [pope[s] for s in S.POPE_SAMPLINGS if _dig(pope, s, "n")]
+    ses = [f1_se(p) for p in present]
+    if not ses or any(v is None for v in ses):
+        return None
+    return math.sqrt(sum(v * v for v in ses)) / len(ses)
+
+
+def seed_noise(metrics: dict) -> dict:
+    """{(subset, metric): {"se", "n"} or {"floor"}}: the sampling noise of one seed's scores.
+
+    FID has no item-level SE; its noise scale is the reconstruction floor (FD between the VQ
+    reconstructions of the test images and the images): a gap smaller than what the tokenizer
+    alone costs is not resolved. G-NLL saves no per-item spread, so it gets no entry.
+    """
+    out = {}
+    for subset in SUBSETS:
+        for metric in PROPORTIONS:
+            task, bench, *rest = S.COLUMNS[metric]
+            holder = _dig(metrics, task, bench, subset, *rest[:-1]) or {}
+            se = proportion_se(holder.get(rest[-1]), holder.get("n"))
+            if se is not None:
+                out[(subset, metric)] = {"se": se, "n": int(holder["n"])}
+        pope, mme = _dig(metrics, "u", "pope", subset), _dig(metrics, "u", "mme", subset)
+        se = pope_f1_se(pope) if pope else None
+        if se is not None:
+            out[(subset, "POPE-F1")] = {"se": se, "n": int(pope["n"])}
+        for metric, category in MME_CATEGORIES.items():
+            se = mme_se(mme.get("subtasks") or {}, category) if mme else None
+            if se is not None:
+                out[(subset, metric)] = {"se": se, "n": int(mme["n"])}
+        floor = _dig(metrics, "g", "generation", subset, "fd_recon_floor")
+        if floor is not None:
+            out[(subset, "FID")] = {"floor": float(floor)}
+    return out
+
+
+def noise_table(cfg) -> dict:
+    """{(run, subset, metric): noise entry of :func:`seed_noise`}, averaged over seeds.
+
+    Every seed is scored on the same test items, so averaging over seeds does not shrink
+    this noise (unlike the spread over seeds): the mean SE is kept, not SE / sqrt(seeds).
+    """
+    entries = defaultdict(list)
+    for run in cfg.runs:
+        path = cfg.paths.figures / "metrics" / f"{run}.json"
+        if path.exists():
+            for metrics in read_json(path).get("per_seed", {}).values():
+                for (subset, metric), entry in seed_noise(metrics).items():
+                    entries[(run, subset, metric)].append(entry)
+    return {key: _mean_entry(es) for key, es in entries.items()}
+
+
+def _mean_entry(entries: list[dict]) -> dict:
+    mean = {k: float(np.mean([e[k] for e in entries])) for k in entries[0]}
+    return {k: int(round(v)) if k == "n" else v for k, v in mean.items()}
+
+
 @dataclass
 class Results:
     frame: object       # tidy per-seed DataFrame
@@ -248,12 +372,14 @@ class Results:
     stats: dict         # lookup of summary
     info: dict          # run_info
     roles: dict
+    noise: dict = field(default_factory=dict)  # noise_table: item-sampling noise per (run, subset, metric)
 
 
 def collect(cfg, strict: bool = True, info: dict | None = None) -> Results:
     frame = tidy_frame(cfg, strict)
     summary = summarise(frame)
-    return Results(frame, summary, lookup(summary), info if info is not None else run_info(cfg), roles(cfg))
+    return Results(frame, summary, lookup(summary), info if info is not None else run_info(cfg), roles(cfg),
+                   noise_table(cfg))
 
 
 def read_attention(cfg) -> dict | None:
@@ -326,8 +452,9 @@ def write_results_json(cfg, res: Results, claims: list, extra: dict | None = Non
     summary = [{"run": r.run, "subset": r.subset, "metric": r.metric, "mean": float(r.mean),
                 "std": None if r.std is None else float(r.std), "n": int(r.n)}
                for r in res.summary.itertuples(index=False)]
+    noise = [{"run": r, "subset": s, "metric": m, **e} for (r, s, m), e in res.noise.items()]
     write_json(path, {"preset": cfg.preset, "seeds": list(cfg.train.seeds), "runs": res.info,
-                      "roles": res.roles, "summary": summary,
+                      "roles": res.roles, "summary": summary, "noise": noise,
                       "per_seed": res.frame.to_dict(orient="records"),
                       "claims": claims, **(extra or {})})
     return path

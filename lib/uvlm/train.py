@@ -81,10 +81,16 @@ def run_settings(cfg, run_name: str, seed: int) -> dict:
 
 
 class CsvLog:
-    """An append-only CSV that ``dvc plots`` can draw; truncated to the resume step."""
+    """An append-only CSV that ``dvc plots`` can draw; truncated to the resume step.
 
-    def __init__(self, path, fields, resume_step: int | None):
-        self.path, self.fields = Path(path), fields
+    Only the main process writes (``enabled``): every process sees the same reduced
+    numbers, and several writers would repeat each row once per GPU.
+    """
+
+    def __init__(self, path, fields, resume_step: int | None, enabled: bool = True):
+        self.path, self.fields, self.enabled = Path(path), fields, enabled
+        if not enabled:
+            return
         rows = []
         if resume_step is not None and self.path.exists():
             rows = [r for r in csv.DictReader(self.path.open()) if int(r["step"]) <= resume_step]
@@ -95,6 +101,8 @@ class CsvLog:
         write_text(self.path, buf.getvalue())
 
     def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields).writerow({k: row.get(k, "") for k in self.fields})
 
@@ -195,9 +203,10 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     raw = acc.unwrap_model(model)
     snap_steps = {round(i * total / (tc.snapshots + 1)) for i in range(1, tc.snapshots + 1)}
     log = CsvLog(out / "train_log.csv", ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s",
-                                         "flops_per_step"], start if state else None)
+                                         "flops_per_step"], start if state else None,
+                 acc.is_main_process)
     vlog = CsvLog(out / "val_log.csv", ["step"] + [f"val_loss_{t}" for t in sorted(data)],
-                  start if state else None)
+                  start if state else None, acc.is_main_process)
     flops_cache: dict = {}
     world, rank = acc.num_processes, acc.process_index
     bar = tqdm(range(start, total), desc=f"{run_name}/seed{seed}", disable=not (progress and acc.is_main_process),
@@ -262,6 +271,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         if acc.is_main_process and (done % tc.ckpt_every == 0 or done == total or done == end):
             save_training_state(out / "last", raw, opt, {"step": done, "best": best, "settings": settings})
     bar.close()
+    acc.wait_for_everyone()
     wall = time.perf_counter() - t_run
     finished = (end == total)
     summary = {"run": run_name, "seed": seed, "steps": total, "finished": finished,
@@ -270,6 +280,8 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     if acc.is_main_process and finished:
         save_model_dir(raw, out / "final")
         write_json(out / "train_summary.json", summary | train_log_stats(out / "train_log.csv"))
+    acc.wait_for_everyone()
+    acc.end_training()  # shuts the process group down cleanly under `accelerate launch`
     return summary
 
 
