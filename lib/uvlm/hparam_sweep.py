@@ -69,6 +69,22 @@ def run_point(params: str, point: dict, seed: int, work: Path, progress: bool) -
     return rows
 
 
+def best_point(rows: list[dict]) -> tuple | None:
+    """The (lr, width) whose validation losses, each relative to the best of its run, average lowest.
+
+    One setting serves every run (a unified run trains both tasks with one learning rate), so the
+    two tasks' losses are put on a common scale before they are averaged.
+    """
+    best = {}
+    for r in rows:
+        best[r["run"]] = min(best.get(r["run"], float("inf")), r["best_val_loss"])
+    scores = {}
+    for r in rows:
+        scores.setdefault((r["lr"], r["d_model"]), []).append(r["best_val_loss"] / best[r["run"]])
+    complete = {k: sum(v) / len(v) for k, v in scores.items() if len(v) == len(best)}
+    return min(complete, key=complete.get) if complete else None
+
+
 def to_markdown(result: dict) -> str:
     lines = [f"# Hyper-parameter sweep, preset `{result['preset']}`", "",
              f"Seed {result['seed']}; best validation loss per task (lower is better) and the step it was "
@@ -80,6 +96,10 @@ def to_markdown(result: dict) -> str:
         mark = " **(preset)**" if (r["lr"], r["d_model"]) == (result["preset_lr"], result["preset_width"]) else ""
         lines.append(f"| {r['run']} | {r['lr']:g} | {r['d_model']}{mark} | {r['best_val_loss']:.4f} | "
                      f"{r['best_step']} | {r['steps']} | {r['wall_s']} |")
+    choice = best_point(result["rows"])
+    if choice:
+        lines += ["", f"Lowest mean relative validation loss (each run's loss over the best of that run): "
+                  f"lr {choice[0]:g}, width {choice[1]}."]
     return "\n".join(lines) + "\n"
 
 

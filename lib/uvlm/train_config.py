@@ -16,7 +16,8 @@ class TrainConfig:
     epochs: float = field(default=3.0, metadata=rule(gt=0))
     batch_size: int = field(default=32, metadata=rule(ge=1))
     grad_accum: int = field(default=1, metadata=rule(ge=1))
-    lr: float = field(default=2e-3, metadata=rule(gt=0, le=1))
+    # cpu value chosen by `python -m uvlm.hparam_sweep` (figures/sweeps/hparams_cpu.md).
+    lr: float = field(default=1e-3, metadata=rule(gt=0, le=1))
     min_lr_ratio: float = field(default=0.1, metadata=rule(ge=0, le=1))
     warmup_steps: int = field(default=30, metadata=rule(ge=0))
     weight_decay: float = field(default=0.1, metadata=rule(ge=0))
