@@ -26,7 +26,7 @@ def test_width_keeps_head_size_and_ffn_ratio(tmp_path):
     o = width_overrides(192, cfg.model)
     assert o["d_model"] // o["n_heads"] == cfg.model.d_model // cfg.model.n_heads
     assert abs(o["ffn_hidden"] / 192 - cfg.model.ffn_hidden / cfg.model.d_model) < 0.1
-    points = sweep_points(cfg, [1e-3, cfg.train.lr], [cfg.model.d_model, 192])
+    points = sweep_points(cfg, [4e-3, cfg.train.lr], [cfg.model.d_model, 192])
     assert len(points) == 3  # the preset point appears once
 
 
