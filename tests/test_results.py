@@ -326,3 +326,11 @@ def test_notebook_is_stored_clean_with_a_parameters_cell():
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []) and 'params_path = "params.yaml"' in code[0].source
     assert all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_g_nll_noise_comes_from_its_saved_standard_error():
+    from uvlm.results import seed_noise
+
+    metrics = {"g": {"nll": {"in_dist": {"nll": 3.1, "se": 0.02, "n_images": 200, "n_tokens": 13000}}}}
+    assert seed_noise(metrics)[("in_dist", "G-NLL")] == {"se": 0.02, "n": 200}
+    assert ("transfer", "G-NLL") not in seed_noise(metrics)

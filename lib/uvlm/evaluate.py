@@ -217,7 +217,12 @@ def g_nll(model, plan, ctx) -> dict:
 
     def score(total, count):
         n = int(count.sum())
-        return {"nll": float(total.sum()) / n if n else None, "n_images": int(count.size), "n_tokens": n}
+        # Standard error over images (the independent items): what a difference between two
+        # runs' NLL must exceed before it counts (uvlm.results.seed_noise).
+        per_image = total[count > 0] / count[count > 0]
+        se = float(per_image.std(ddof=1) / np.sqrt(per_image.size)) if per_image.size > 1 else None
+        return {"nll": float(total.sum()) / n if n else None, "se": se, "n_images": int(count.size),
+                "n_tokens": n}
     return S.by_subset(recs, score, total=st["total"], count=st["count"])
 
 

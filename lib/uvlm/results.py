@@ -320,7 +320,8 @@ def seed_noise(metrics: dict) -> dict:
 
     FID has no item-level SE; its noise scale is the reconstruction floor (FD between the VQ
     reconstructions of the test images and the images): a gap smaller than what the tokenizer
-    alone costs is not resolved. G-NLL saves no per-item spread, so it gets no entry.
+    alone costs is not resolved. G-NLL's SE is over images (its tokens are not independent);
+    metrics written before it was saved have none, and are then judged by sign.
     """
     out = {}
     for subset in SUBSETS:
@@ -338,6 +339,9 @@ def seed_noise(metrics: dict) -> dict:
             se = mme_se(mme.get("subtasks") or {}, category) if mme else None
             if se is not None:
                 out[(subset, metric)] = {"se": se, "n": int(mme["n"])}
+        nll = _dig(metrics, "g", "nll", subset) or {}
+        if nll.get("se") is not None:
+            out[(subset, "G-NLL")] = {"se": float(nll["se"]), "n": int(nll["n_images"])}
         floor = _dig(metrics, "g", "generation", subset, "fd_recon_floor")
         if floor is not None:
             out[(subset, "FID")] = {"floor": float(floor)}
