@@ -413,6 +413,8 @@ def synergy_comparisons(rl: dict) -> list[tuple]:
 def synergy_frame(res: Results):
     """Unified minus isolated per metric and subset; ``gain`` is signed so that positive = unified better."""
     import pandas as pd
+
+    from .claims import noise_floor  # claims imports this module; import late
     rows = []
     for name, uni, iso in synergy_comparisons(res.roles):
         for task, metrics in (("u", U_HEADLINE), ("g", G_HEADLINE)):
@@ -422,7 +424,10 @@ def synergy_frame(res: Results):
                     gain, err = signed_gain(a, b, metric)
                     if gain is not None:
                         rows.append({"comparison": name, "task": task, "metric": metric, "subset": subset,
-                                     "gain": gain, "err": err, "unified": a[0], "isolated": b[0],
+                                     "gain": gain, "err": err,
+                                     "noise": noise_floor(res.noise.get((uni, subset, metric)),
+                                                          res.noise.get((iso[task], subset, metric))),
+                                     "unified": a[0], "isolated": b[0],
                                      "n": min(a[2], b[2]), "lower_is_better": metric in LOWER_IS_BETTER})
     return pd.DataFrame(rows)
 

@@ -130,7 +130,10 @@ def plot_synergy(syn, path) -> None:
         for j, subset in enumerate(("in_dist", "transfer")):
             s = d[d.subset == subset].set_index("comparison").reindex(comps)
             x = np.arange(len(comps)) + (j - 0.5) * width
-            err = s["err"].astype(float).to_numpy() if s["err"].notna().any() else None
+            # A bar's whisker is what a gain must exceed to count (uvlm.claims): the larger of the
+            # spread over seeds and the sampling noise of the test items.
+            limits = [s[c].astype(float).fillna(0.0).to_numpy() for c in ("err", "noise") if c in s]
+            err = np.maximum.reduce(limits) if limits else None
             ax.bar(x, s["gain"].astype(float), width, yerr=err, capsize=2, color=colours[subset],
                    label=subset.replace("_", "-"))
         ax.axhline(0, color="k", lw=0.8)
@@ -144,6 +147,7 @@ def plot_synergy(syn, path) -> None:
     if metrics:
         axes.flat[0].legend(fontsize=7)
     fig.suptitle("Synergy: unified minus isolated, positive = unified better "
-                 "(error bars: sqrt(std_a² + std_b²) over seeds, when n > 1)", fontsize=9)
+                 "(whiskers: what a gain must exceed to count, the larger of the seed spread and the "
+                 "test-item noise)", fontsize=9)
     fig.tight_layout()
     save(fig, path)
