@@ -11,7 +11,7 @@ from pathlib import Path
 from . import segments as S
 from .attention import asymmetry_ratio, image_share_evolution, profile_hf, profile_uvlm, verdict
 from .data import load_split
-from .run_setup import load_trained, run_plans, tasks_of, vocab_for
+from .run_setup import load_trained, run_dir, run_plans, tasks_of, vocab_for
 
 
 def profiling_batches(cfg, tokenizer, vocab, n: int) -> dict:
@@ -71,7 +71,7 @@ def snapshot_evolution(cfg, run: str, seed: int, n_samples: int) -> dict:
     spec = cfg.run(run)
     batches = {t: b for t, b in profiling_batches(cfg, tok, vocab, n_samples).items() if t in tasks_of(spec)}
     plans = run_plans(cfg, spec)
-    snap_dir = cfg.paths.data / "runs" / run / f"seed{seed}" / "snapshots"
+    snap_dir = run_dir(cfg, run, seed) / "snapshots"
     steps = sorted(int(p.name[4:]) for p in snap_dir.glob("step*")) if snap_dir.exists() else []
     per_task = {t: [] for t in batches}
     for step in steps:
@@ -87,7 +87,7 @@ def snapshot_evolution(cfg, run: str, seed: int, n_samples: int) -> dict:
 
 def _final_step(cfg, run, seed) -> int:
     import json
-    p = cfg.paths.data / "runs" / run / f"seed{seed}" / "train_summary.json"
+    p = run_dir(cfg, run, seed) / "train_summary.json"
     return json.loads(Path(p).read_text())["steps"] if p.exists() else 0
 
 

@@ -37,6 +37,7 @@ from .data import _text_ids, g_prompt_ids, read_codes, read_records, tokenize_sp
 from .errors import CheckpointError, ConfigError, MissingInputError, UVLMError
 from .fid import feature_frechet_distance
 from .io import load_npz, read_json, save_npz, write_json
+from .run_setup import run_dir
 from .threads import cpu_threads
 from .scoring import aggregate_seeds, table  # noqa: F401  (re-exported: part of this module's API)
 
@@ -297,11 +298,6 @@ def evaluate_g(model, plan, ctx: EvalContext, seed: int, timing: dict | None = N
 
 
 # ============================================================== one run
-
-def run_dir(cfg, run_name: str, seed: int) -> Path:
-    """Where training left the run's model dirs (stage train@RUN)."""
-    return cfg.paths.data / "runs" / run_name / f"seed{seed}"
-
 
 def eval_dir(cfg, run_name: str, seed: int) -> Path:
     """Where evaluation writes (stage eval@RUN): never inside the training stage's output."""

@@ -43,6 +43,7 @@ def inference_time_hmgen(cfg, run: str = "g_base", seed: int | None = None, ks=N
     from .io import load_npz, write_json
     from .model import UVLM
     from .probe import load_probe
+    from .run_setup import run_dir
     from .vq import load_vq
 
     seed = cfg.train.seeds[0] if seed is None else seed
@@ -51,7 +52,7 @@ def inference_time_hmgen(cfg, run: str = "g_base", seed: int | None = None, ks=N
     plans = {"full": P.build_plan("g", "base", L)}
     for k in ks:
         plans[f"hmgen_k{k}"] = P.build_plan("g", "hmgen", L, hmgen_k=k, hmgen_placement=cfg.hmgen.placement)
-    path = cfg.paths.data / "runs" / run / f"seed{seed}" / "best_g"
+    path = run_dir(cfg, run, seed) / "best_g"
     if not path.exists():
         raise MissingInputError(path, f"train@{run}")
     try:

@@ -186,19 +186,30 @@ def run_info(cfg, shapes: dict | None = None, vocab=None) -> dict:
 
 # ============================================================== metrics + training summaries
 
-def tidy_frame(cfg, strict: bool = True):
-    """One row per (run, seed, subset, metric): the paper columns of every run and seed, plus
-    measured training time / throughput / logged FLOPs (subset "all") and their ratios to the
-    baseline at the same seed. ``strict``: a missing metrics file raises MissingInputError."""
-    import pandas as pd
-    rows = []
+def read_run_metrics(cfg, strict: bool = True) -> dict:
+    """{run: its figures/metrics/<run>.json}; ``strict``: a missing file raises MissingInputError."""
+    out = {}
     for run in cfg.runs:
         path = cfg.paths.figures / "metrics" / f"{run}.json"
-        if not path.exists():
-            if strict:
-                raise MissingInputError(path, f"eval@{run}")
-            continue
-        result = read_json(path)
+        if path.exists():
+            out[run] = read_json(path)
+        elif strict:
+            raise MissingInputError(path, f"eval@{run}")
+    return out
+
+
+def tidy_frame(cfg, strict: bool = True, run_metrics: dict | None = None):
+    """One row per (run, seed, subset, metric): the paper columns of every run and seed, plus
+    measured training time / throughput / logged FLOPs (subset "all") and their ratios to the
+    baseline at the same seed. ``strict``: a missing metrics file raises MissingInputError.
+    ``run_metrics``: :func:`read_run_metrics`, when the caller has read them already."""
+    import pandas as pd
+
+    from .run_setup import run_dir
+    if run_metrics is None:
+        run_metrics = read_run_metrics(cfg, strict)
+    rows = []
+    for run, result in run_metrics.items():
         for seed_key, metrics in result.get("per_seed", {}).items():
             seed = int(seed_key)
             tab = metrics.get("table") or S.table(metrics)
@@ -206,7 +217,7 @@ def tidy_frame(cfg, strict: bool = True):
                 for metric, value in (tab.get(subset) or {}).items():
                     if value is not None:
                         rows.append((run, seed, subset, metric, float(value)))
-            summary_path = cfg.paths.data / "runs" / run / f"seed{seed}" / "train_summary.json"
+            summary_path = run_dir(cfg, run, seed) / "train_summary.json"
             if summary_path.exists():
                 summary = read_json(summary_path)
                 for key, metric in TRAIN_KEYS.items():
@@ -250,14 +261,6 @@ def lookup(summary) -> dict:
 # one image are not independent, and counting images (fewer items) overstates the noise.
 PROPORTIONS = ("GQA", "POPE-A", "POPE-P", "POPE-R", "SEED", "Attr-Acc")
 MME_CATEGORIES = {"MME-P": "perception", "MME-C": "reasoning"}
-
-
-def _dig(d, *path):
-    for key in path:
-        if not isinstance(d, dict) or d.get(key) is None:
-            return None
-        d = d[key]
-    return d
 
 
 def proportion_se(pct, n) -> float | None:
@@ -308,7 +311,7 @@ def f1_se(scores: dict) -> float | None:
 
 def pope_f1_se(pope: dict) -> float | None:
     """POPE-F1 is the mean of the samplings' F1 (disjoint items): SE = sqrt(sum SE^2) / k."""
-    present = [pope[s] for s in S.POPE_SAMPLINGS if _dig(pope, s, "n")]
+    present = [pope[s] for s in S.POPE_SAMPLINGS if S.nested_get(pope, (s, "n"))]
     ses = [f1_se(p) for p in present]
     if not ses or any(v is None for v in ses):
         return None
@@ -327,11 +330,11 @@ def seed_noise(metrics: dict) -> dict:
     for subset in SUBSETS:
         for metric in PROPORTIONS:
             task, bench, *rest = S.COLUMNS[metric]
-            holder = _dig(metrics, task, bench, subset, *rest[:-1]) or {}
+            holder = S.nested_get(metrics, (task, bench, subset, *rest[:-1])) or {}
             se = proportion_se(holder.get(rest[-1]), holder.get("n"))
             if se is not None:
                 out[(subset, metric)] = {"se": se, "n": int(holder["n"])}
-        pope, mme = _dig(metrics, "u", "pope", subset), _dig(metrics, "u", "mme", subset)
+        pope, mme = S.nested_get(metrics, ("u", "pope", subset)), S.nested_get(metrics, ("u", "mme", subset))
         se = pope_f1_se(pope) if pope else None
         if se is not None:
             out[(subset, "POPE-F1")] = {"se": se, "n": int(pope["n"])}
@@ -339,28 +342,28 @@ def seed_noise(metrics: dict) -> dict:
             se = mme_se(mme.get("subtasks") or {}, category) if mme else None
             if se is not None:
                 out[(subset, metric)] = {"se": se, "n": int(mme["n"])}
-        nll = _dig(metrics, "g", "nll", subset) or {}
+        nll = S.nested_get(metrics, ("g", "nll", subset)) or {}
         if nll.get("se") is not None:
             out[(subset, "G-NLL")] = {"se": float(nll["se"]), "n": int(nll["n_images"])}
-        floor = _dig(metrics, "g", "generation", subset, "fd_recon_floor")
+        floor = S.nested_get(metrics, ("g", "generation", subset, "fd_recon_floor"))
         if floor is not None:
             out[(subset, "FID")] = {"floor": float(floor)}
     return out
 
 
-def noise_table(cfg) -> dict:
+def noise_table(cfg, run_metrics: dict | None = None) -> dict:
     """{(run, subset, metric): noise entry of :func:`seed_noise`}, averaged over seeds.
 
     Every seed is scored on the same test items, so averaging over seeds does not shrink
     this noise (unlike the spread over seeds): the mean SE is kept, not SE / sqrt(seeds).
     """
+    if run_metrics is None:
+        run_metrics = read_run_metrics(cfg, strict=False)
     entries = defaultdict(list)
-    for run in cfg.runs:
-        path = cfg.paths.figures / "metrics" / f"{run}.json"
-        if path.exists():
-            for metrics in read_json(path).get("per_seed", {}).values():
-                for (subset, metric), entry in seed_noise(metrics).items():
-                    entries[(run, subset, metric)].append(entry)
+    for run, result in run_metrics.items():
+        for metrics in result.get("per_seed", {}).values():
+            for (subset, metric), entry in seed_noise(metrics).items():
+                entries[(run, subset, metric)].append(entry)
     return {key: _mean_entry(es) for key, es in entries.items()}
 
 
@@ -380,10 +383,11 @@ class Results:
 
 
 def collect(cfg, strict: bool = True, info: dict | None = None) -> Results:
-    frame = tidy_frame(cfg, strict)
+    run_metrics = read_run_metrics(cfg, strict)  # read once, for the scores and their noise
+    frame = tidy_frame(cfg, strict, run_metrics)
     summary = summarise(frame)
     return Results(frame, summary, lookup(summary), info if info is not None else run_info(cfg), roles(cfg),
-                   noise_table(cfg))
+                   noise_table(cfg, run_metrics))
 
 
 def read_attention(cfg) -> dict | None:

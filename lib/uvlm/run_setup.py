@@ -88,11 +88,16 @@ def build_model(cfg, vocab, spec, seed: int):
     return UVLM(mcfg)
 
 
+def run_dir(cfg, run_name: str, seed: int):
+    """Where stage train@RUN writes one seed's checkpoints and logs."""
+    return cfg.paths.data / "runs" / run_name / f"seed{seed}"
+
+
 def load_trained(cfg, run_name: str, seed: int, which: str):
     """A trained model dir of a run (``best_u``, ``best_g``, ``final`` or ``snapshots/stepN``)."""
     from .errors import MissingInputError
     from .model import UVLM
-    path = cfg.paths.data / "runs" / run_name / f"seed{seed}" / which
+    path = run_dir(cfg, run_name, seed) / which
     if not path.exists():
         raise MissingInputError(path, f"train@{run_name}")
     return UVLM.from_pretrained(path)

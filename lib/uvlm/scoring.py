@@ -302,7 +302,8 @@ def aggregate_seeds(results: list[dict]) -> dict:
 
 # ============================================================== tables
 
-def _get(d, path):
+def nested_get(d, path):
+    """``d[k0][k1]...`` along ``path``, or None where any level is missing or None."""
     for key in path:
         if not isinstance(d, dict) or d.get(key) is None:
             return None
@@ -316,6 +317,6 @@ def table(metrics: dict) -> dict:
     for subset in SUBSETS:
         row = {}
         for col, (task, bench, *rest) in COLUMNS.items():
-            row[col] = _get(metrics, (task, bench, subset, *rest))
+            row[col] = nested_get(metrics, (task, bench, subset, *rest))
         out[subset] = row
     return out

@@ -24,7 +24,7 @@ from .checkpoint import (diff_settings, read_training_state, restore_optimizer, 
                          save_training_state)
 from .errors import ConfigError, UVLMError
 from .io import write_json, write_text
-from .run_setup import build_model, load_task_data, run_plans, vocab_for
+from .run_setup import build_model, load_task_data, run_dir, run_plans, vocab_for
 
 
 
@@ -156,7 +156,7 @@ def launch_run(cfg, run_name: str, seed: int) -> dict:
 
     from .io import read_json
     notebook_launcher(train_run, args=(cfg, run_name, seed), num_processes=n)
-    return read_json(cfg.paths.data / "runs" / run_name / f"seed{seed}" / "train_summary.json", stage=f"train@{run_name}")
+    return read_json(run_dir(cfg, run_name, seed) / "train_summary.json", stage=f"train@{run_name}")
 
 
 def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
@@ -166,7 +166,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
 
     spec = cfg.run(run_name)
     tc = cfg.train
-    out = Path(out_dir) if out_dir else cfg.paths.data / "runs" / run_name / f"seed{seed}"
+    out = Path(out_dir) if out_dir else run_dir(cfg, run_name, seed)
     out.mkdir(parents=True, exist_ok=True)
     device, precision = resolve_device(tc)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=spec.accel != "base")]
@@ -271,7 +271,6 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         if acc.is_main_process and (done % tc.ckpt_every == 0 or done == total or done == end):
             save_training_state(out / "last", raw, opt, {"step": done, "best": best, "settings": settings})
     bar.close()
-    acc.wait_for_everyone()
     wall = time.perf_counter() - t_run
     finished = (end == total)
     summary = {"run": run_name, "seed": seed, "steps": total, "finished": finished,
