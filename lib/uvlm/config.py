@@ -40,6 +40,8 @@ SECTIONS = {
     "himix": ("uvlm.plans", "HimixConfig"),
     "hmgen": ("uvlm.plans", "HmgenConfig"),
     "attention": ("uvlm.config", "AttentionArgs"),
+    "text_prior": ("uvlm.sweep_config", "TextPriorConfig"),
+    "sweep": ("uvlm.sweep_config", "SweepConfig"),
 }
 TOP_LEVEL = ("preset", "seed", "runs")
 
@@ -110,6 +112,8 @@ class Config:
     himix: object
     hmgen: object
     attention: AttentionArgs
+    text_prior: object
+    sweep: object
     runs: dict
     root: Path = Path(".")
 
@@ -200,6 +204,10 @@ def _cross_check(cfg: Config) -> None:
     """Checks that span sections (each section validates itself)."""
     if cfg.attention.hf_model_path is None and cfg.runs and cfg.attention.run not in cfg.runs:
         raise ConfigError("attention.run", cfg.attention.run, f"one of the runs {sorted(cfg.runs)}")
+    for i, n in enumerate(cfg.sweep.data_sizes):
+        limit = min(cfg.world.n_u_train, cfg.world.n_g_train)
+        if n > limit:
+            raise ConfigError(f"sweep.data_sizes[{i}]", n, f"at most world.n_u_train / n_g_train = {limit}")
     check = getattr(importlib.import_module("uvlm.plans"), "check_run", None)
     if callable(check):
         for name, spec in cfg.runs.items():

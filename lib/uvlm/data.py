@@ -52,6 +52,11 @@ class TokenizedSplit:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def head(self, n: int) -> "TokenizedSplit":
+        """The first ``n`` rows (splits are i.i.d. draws, so a prefix is a random subset)."""
+        return TokenizedSplit(self.input_ids[:n], self.labels[:n], self.segment_ids[:n], self.lengths[:n],
+                              self.task, self.records[:n])
+
     def batch(self, index) -> dict:
         """Rows ``index``, trimmed to the longest row (right padding is causal-safe)."""
         index = torch.as_tensor(index, dtype=torch.long)

@@ -8,7 +8,7 @@ import dataclasses
 
 from . import plans as P
 from .data import Vocab, load_split, load_text_tokenizer, read_codes
-from .errors import CheckpointError, UVLMError
+from .errors import CheckpointError, ConfigError, UVLMError
 
 TASK_SPLITS = {"u": ("u_train", "u_val"), "g": ("g_train", "g_val")}
 
@@ -36,8 +36,14 @@ def load_task_data(cfg, spec, tokenizer, vocab) -> dict:
         tr, va = TASK_SPLITS[task]
         kw = dict(tokenizer=tokenizer, vocab=vocab, system_prompt=cfg.world.system_prompt,
                   loss_on=cfg.train.loss_on)
-        out[task] = {"train": load_split(cfg.paths.data, task, tr, **kw),
-                     "val": load_split(cfg.paths.data, task, va, **kw)}
+        train = load_split(cfg.paths.data, task, tr, **kw)
+        n = cfg.train.train_samples
+        if n is not None:
+            if n > len(train):
+                raise ConfigError("train.train_samples", n, f"at most the {len(train)} examples of {tr} "
+                                  f"(world.n_{task}_train)")
+            train = train.head(n)
+        out[task] = {"train": train, "val": load_split(cfg.paths.data, task, va, **kw)}
     return out
 
 
@@ -76,6 +82,8 @@ def build_model(cfg, vocab, spec, seed: int):
     from .model import UVLM
     torch.manual_seed(seed)
     mcfg = model_config(cfg, vocab, spec)
+    if cfg.model.init_from and is_uvlm_checkpoint(cfg.model.init_from):
+        return load_uvlm_backbone(cfg.model.init_from, mcfg)
     if cfg.model.init_from:
         from .hf_import import load_llama_backbone
         model = load_llama_backbone(cfg.model.init_from, codebook_size=vocab.codebook_size)
@@ -85,7 +93,37 @@ def build_model(cfg, vocab, spec, seed: int):
         for name in mcfg.image_proj_sets:
             model.add_image_projections(name)
         return model
-    return UVLM(mcfg)
+    return UVLM(mcfg, seed=seed)  # the seed fixes the initialisation as well as the batch order
+
+
+def is_uvlm_checkpoint(path) -> bool:
+    """True for a directory written by ``UVLM.save_pretrained`` (e.g. a text prior)."""
+    import json
+    from pathlib import Path
+
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.exists():
+        return False
+    try:
+        return "image_token_start" in json.loads(cfg_file.read_text())
+    except json.JSONDecodeError:
+        return False
+
+
+def load_uvlm_backbone(path, mcfg):
+    """A UVLM checkpoint (a text prior, say) as the start of a run whose config is ``mcfg``.
+
+    Only the shape must agree; the run's image projection sets are added as copies of the
+    text projections, as for a Hugging Face backbone.
+    """
+    from .model import UVLM
+    model = UVLM.from_pretrained(path, image_proj_sets=mcfg.image_proj_sets)
+    got = model.config
+    for key in ("vocab_size", "image_token_start", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim"):
+        if getattr(got, key) != getattr(mcfg, key):
+            raise CheckpointError(f"model.init_from='{path}' has {key}={getattr(got, key)} but this run needs "
+                                  f"{getattr(mcfg, key)}; train the prior at the run's size")
+    return model
 
 
 def run_dir(cfg, run_name: str, seed: int):

@@ -28,6 +28,9 @@ class TrainConfig:
     # two training-set sizes, so one epoch covers both sets exactly once.
     mix_ratio: Optional[float] = field(default=None, metadata=rule(gt=0, lt=1))
     loss_on: str = field(default="output", metadata=rule(choices=("output", "all")))
+    # Train on the first N examples of each task's training split (null: all of it); the data
+    # axis of the synergy sweep. Epochs count over these N, so fewer examples = fewer steps.
+    train_samples: Optional[int] = field(default=None, metadata=rule(ge=1))
     eval_every: int = field(default=100, metadata=rule(ge=1))
     val_batches: int = field(default=4, metadata=rule(ge=1))
     ckpt_every: int = field(default=200, metadata=rule(ge=1))

@@ -1,0 +1,87 @@
+"""One sweep job in its own process: ``python -m uvlm.sweep_job --params P --job JSON``.
+
+Train (resuming from the job's last checkpoint if one exists), score, write
+``result.json`` atomically, then drop the checkpoints unless ``sweep.keep_checkpoints``.
+A job is finished exactly when its result file exists, so a killed sweep re-runs only
+the jobs that had not finished, and those resume mid-run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+
+from .config import load_config
+from .io import read_json, write_json
+from .sweep_plan import RUN_NAME, Job, job_dir, job_overrides, job_settings
+
+RESULT = "result.json"
+
+
+def job_config(params: str, job: Job, threads: int | None = None):
+    base = load_config(params)
+    over = job_overrides(base, job)
+    if threads is not None:
+        over["train"]["threads"] = threads
+        over["eval"] = {**over["eval"], "threads": threads}
+    return load_config(params, over)
+
+
+def finished(params: str, job: Job) -> bool:
+    """A stored result made under exactly this job's settings (a stale one does not count)."""
+    cfg = job_config(params, job)
+    path = job_dir(cfg, job) / RESULT
+    if not path.exists():
+        return False
+    try:
+        return read_json(path).get("settings") == json.loads(json.dumps(job_settings(cfg, job), default=str))
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def run_job(params: str, job: Job, threads: int | None = None, progress: bool = False) -> dict:
+    cfg = job_config(params, job, threads)
+    out = job_dir(cfg, job)
+    settings = json.loads(json.dumps(job_settings(cfg, job), default=str))
+    if (out / RESULT).exists() and read_json(out / RESULT).get("settings") != settings:
+        shutil.rmtree(out)  # made under other settings: start this job over
+    t0 = time.perf_counter()
+    if job.kind == "prior":
+        from .text_prior import train_text_prior
+        summary = train_text_prior(cfg, job.seed, job.lr, out, progress=progress)
+        result = {"settings": settings, "prior": summary}
+    else:
+        from .sweep_eval import evaluate_job
+        from .train import train_run
+        train_dir = out / "train"
+        summary = train_run(cfg, RUN_NAME, job.seed, out_dir=train_dir, progress=progress)
+        t_train = time.perf_counter() - t0
+        from .model import UVLM
+        params_n = UVLM.from_pretrained(train_dir / "final").num_params()
+        t1 = time.perf_counter()
+        metrics = evaluate_job(cfg, train_dir, job.seed)
+        result = {"settings": settings, "params": params_n, "steps": summary["steps"],
+                  "best": summary["best"], "device": summary["device"], "precision": summary["precision"],
+                  "train_time_s": t_train, "eval_time_s": time.perf_counter() - t1, "metrics": metrics}
+        if not cfg.sweep.keep_checkpoints:
+            for sub in train_dir.iterdir():
+                if sub.is_dir():
+                    shutil.rmtree(sub)
+    result["wall_time_s"] = time.perf_counter() - t0
+    write_json(out / RESULT, result)
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m uvlm.sweep_job", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--job", required=True, help="the job as JSON (uvlm.sweep_plan.Job)")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    run_job(args.params, Job.from_dict(json.loads(args.job)), args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The jobs of the synergy sweep, and the config each one trains under.
+
+One job = one training run (U-only, G-only or unified) at one model size, data size,
+text-prior level, learning rate and seed; or one text prior to train before them.
+The grid is not a full product, to stay within a GPU budget:
+
+* size axis: every size, at the largest data size, at every text-prior level
+  (``true`` only at ``prior_sizes``);
+* data axis: every data size at ``data_axis_size``, no prior;
+* learning-rate check: isolated runs at the smallest and largest size, first seed,
+  at ``lr * factor`` for each ``lr_check_factors``.
+
+A job is a pure function of params.yaml and these fields, so its result can be
+reused exactly when they are unchanged (see :func:`job_settings`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sweep_config import ModelSize, lr_for, parse_size
+
+TASKS = ("u", "g", "ug")
+RUN_NAME = "sweep"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str        # "train" | "prior"
+    task: str        # u | g | ug ("text" for a prior)
+    size: str        # WIDTHxDEPTH
+    data_n: int      # training examples per task
+    prior: bool      # start from the text prior
+    seed: int
+    lr: float
+    lr_factor: float = 1.0  # lr / the rule's lr (1 except for the learning-rate check)
+
+    @property
+    def id(self) -> str:
+        tag = "tp" if self.prior else "np"
+        lr = "" if self.lr_factor == 1.0 else f"-lrx{self.lr_factor:g}"
+        return f"{self.task}-{self.size}-n{self.data_n}-{tag}{lr}-s{self.seed}"
+
+    @property
+    def model_size(self) -> ModelSize:
+        return parse_size(self.size)
+
+    def approx_params(self) -> float:
+        """Non-embedding parameters, 12 L d^2 (for scheduling only; results count exactly)."""
+        s = self.model_size
+        return 12.0 * s.n_layers * s.d_model ** 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Job":
+        return cls(**d)
+
+
+def prior_jobs(cfg) -> list[Job]:
+    """Text priors to train: one per prior size and seed, when the prior level is on."""
+    sw = cfg.sweep
+    if True not in sw.text_prior or cfg.text_prior.source != "world":
+        return []
+    n = max(sw.data_sizes)
+    return [Job("prior", "text", s.name, n, True, seed, lr_for(sw, s.d_model) * cfg.text_prior.lr_scale)
+            for s in sw.model_sizes() if s.name in sw.prior_size_names() for seed in sw.seeds]
+
+
+def train_jobs(cfg) -> list[Job]:
+    sw = cfg.sweep
+    n_max = max(sw.data_sizes)
+    jobs: dict[str, Job] = {}
+
+    def add(task, size: ModelSize, n, prior, seed, factor=1.0):
+        j = Job("train", task, size.name, n, prior, seed, lr_for(sw, size.d_model) * factor, factor)
+        jobs.setdefault(j.id, j)
+
+    for size in sw.model_sizes():
+        for prior in sw.text_prior:
+            if prior and size.name not in sw.prior_size_names():
+                continue
+            for seed in sw.seeds:
+                for task in TASKS:
+                    add(task, size, n_max, prior, seed)
+    point = sw.data_size_point()
+    for n in sorted(sw.data_sizes):
+        for seed in sw.seeds:
+            for task in TASKS:
+                add(task, point, n, False, seed)
+    ends = sw.model_sizes()
+    for size in {ends[0].name: ends[0], ends[-1].name: ends[-1]}.values():
+        for factor in sw.lr_check_factors:
+            for task in ("u", "g"):
+                add(task, size, n_max, False, sw.seeds[0], factor)
+    return list(jobs.values())
+
+
+def sweep_dir(cfg) -> Path:
+    return cfg.paths.data / "sweep"
+
+
+def prior_dir(cfg, size: str, seed: int) -> Path:
+    return cfg.paths.data / "priors" / size / f"seed{seed}"
+
+
+def job_dir(cfg, job: Job) -> Path:
+    if job.kind == "prior":
+        return prior_dir(cfg, job.size, job.seed)
+    return sweep_dir(cfg) / "jobs" / job.id
+
+
+def isolated_steps(job: Job, sweep) -> int:
+    return max(1, math.ceil(sweep.epochs * job.data_n / sweep.batch_size))
+
+
+def job_overrides(cfg, job: Job) -> dict:
+    """The params.yaml overrides under which ``job`` trains (on top of the preset)."""
+    sw = cfg.sweep
+    steps = isolated_steps(job, sw)
+    model = sw.model_overrides(job.model_size)
+    if job.kind == "train" and job.prior:
+        model["init_from"] = (str(prior_dir(cfg, job.size, job.seed) / "model")
+                              if cfg.text_prior.source == "world" else cfg.text_prior.source)
+    train = {"lr": job.lr, "epochs": sw.epochs, "batch_size": sw.batch_size, "train_samples": job.data_n,
+             "seeds": [job.seed], "snapshots": 0,
+             # Four validation points per task-epoch budget pick the best checkpoint; warm-up is
+             # a fixed share of the run so that short data-axis runs are not all warm-up.
+             "eval_every": max(1, steps // 4), "ckpt_every": max(1, steps // 2),
+             "warmup_steps": max(1, round(0.05 * steps))}
+    return {"model": model, "train": train, "eval": {"n_gen": sw.n_gen},
+            "runs": {RUN_NAME: {"task": job.task if job.kind == "train" else "u", "accel": "base"}},
+            "attention": {"run": RUN_NAME}}
+
+
+def job_settings(cfg_job, job: Job) -> dict:
+    """What a stored result must share with the job to be reused: the job and every section
+    its training and evaluation read."""
+    out = {"job": job.to_dict(), "world_seed": cfg_job.seed}
+    for name in ("world", "tokenizer", "model", "train", "eval"):
+        out[name] = dataclasses.asdict(getattr(cfg_job, name))
+    for volatile in ("threads", "device", "num_processes", "compile", "grad_accum"):
+        out["train"].pop(volatile, None)
+    out["eval"].pop("threads", None)
+    out["eval"].pop("device", None)
+    if job.prior:
+        out["text_prior"] = dataclasses.asdict(cfg_job.text_prior)
+    return out
