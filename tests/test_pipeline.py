@@ -1,6 +1,6 @@
 """The whole DVC/papermill pipeline at the tiny preset, in a temp copy of the project.
 
-This is the smoke test of every notebook (01-06) run the way a user runs them, and of the
+This is the smoke test of every notebook (01-08) run the way a user runs them, and of the
 pipeline's wiring: a second `dvc repro` does nothing, and a tokenizer parameter re-runs the
 tokenizer stage but not the data stage.
 """
@@ -39,6 +39,10 @@ def tiny_project(tmp_path_factory):
     (root / "lib").symlink_to(ROOT / "lib")  # deps only; the code runs from the installed package
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["preset"] = "tiny"
+    # The smallest sweep that still runs both notebooks 07 and 08 through every branch:
+    # two sizes, a text prior at one of them, one data size, no learning-rate check.
+    params["sweep"] = {**params["sweep"], "sizes": ["16x1", "32x2"], "seeds": [0], "data_sizes": [64],
+                       "text_prior": [False, True], "prior_sizes": ["16x1"], "lr_check_factors": []}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(root, "init", "--no-scm", "-q")
     _dvc(root, "config", "core.analytics", "false")
@@ -64,7 +68,12 @@ def test_repro_writes_every_result(tiny_project):
     assert "all" in attention and "output" in attention
     assert json.loads((figs / "metrics" / "tokenizer.json").read_text())
     assert json.loads((figs / "metrics" / "world.json").read_text())["probe"]
-    assert len(list((tiny_project / "notebooks" / "executed").glob("*.ipynb"))) == 4 + 2 * len(runs)
+    sweep = json.loads((figs / "metrics" / "sweep.json").read_text())
+    assert sweep["enabled"] and sweep["n_train_jobs"] == 9 and not sweep["missing_jobs"]
+    assert json.loads((figs / "metrics" / "text_prior.json").read_text())["n_priors"] == 1
+    for name in ("synergy_vs_params.png", "synergy_vs_data.png", "synergy_vs_params.md", "verdict.md"):
+        assert (figs / "sweep" / name).stat().st_size > 0, name
+    assert len(list((tiny_project / "notebooks" / "executed").glob("*.ipynb"))) == 6 + 2 * len(runs)
 
 
 def test_second_repro_does_nothing(tiny_project):

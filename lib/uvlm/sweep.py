@@ -75,7 +75,24 @@ def run_sweep(params: str = "params.yaml", progress: bool = True) -> dict:
     return {"run": run, "results": results}
 
 
-def report(cfg, results: dict, out_dir, run_info: dict | None = None) -> dict:
+def stored_results(cfg) -> tuple[dict, list[str]]:
+    """The results of the grid's jobs that have finished, and the ids of those that have not.
+
+    For a report of a sweep that was cut short: every table and the verdict then say which
+    jobs are missing, and a gap is only formed where both of its runs exist.
+    """
+    results, missing = {}, []
+    for j in train_jobs(cfg):
+        path = job_dir(cfg, j) / "result.json"
+        if path.exists():
+            results[j.id] = read_json(path)
+        else:
+            missing.append(j.id)
+    return results, missing
+
+
+def report(cfg, results: dict, out_dir, run_info: dict | None = None, missing: list[str] = (),
+           device_label: str | None = None) -> dict:
     """Tables (md + csv), figures and the verdict from job results; returns the metrics dict."""
     from .plotting import save as save_figure
     from .sweep_figures import gap_figure, lr_check_figure
@@ -94,7 +111,8 @@ def report(cfg, results: dict, out_dir, run_info: dict | None = None) -> dict:
         write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
         write_text(out_dir / f"{name}.md", markdown_table(df))
     write_text(out_dir / "runs.csv", frame.to_csv(index=False))
-    device = sorted({r.get("device", "?") for r in results.values() if "device" in r})
+    device = [device_label] if device_label else sorted({r.get("device_name") or r.get("device", "?")
+                                                         for r in results.values()})
     title = f"preset {cfg.preset}, {len(sw.seeds)} seeds, device {', '.join(device)}"
     save_figure(gap_figure(by_size, "params", f"Synergy gap vs parameters (data {n_max}/task; {title})"),
                 out_dir / "synergy_vs_params.png")
@@ -104,21 +122,26 @@ def report(cfg, results: dict, out_dir, run_info: dict | None = None) -> dict:
         save_figure(lr_check_figure(lr_check), out_dir / "lr_check.png")
     both = {str(p): both_task_points(summary[summary.prior == p]).to_dict("records")
             for p in sorted(summary.prior.unique())}
-    verdict = verdict_text(cfg, by_size, by_data, both, lr_check, title)
+    verdict = verdict_text(cfg, by_size, by_data, both, lr_check, title, list(missing))
     write_text(out_dir / "verdict.md", verdict)
     metrics = {"enabled": True, "preset": cfg.preset, "device": device, "n_train_jobs": len(results),
+               "missing_jobs": list(missing),
                "both_task_synergy": both,
                "primary": PRIMARY, "wall_s": (run_info or {}).get("wall_s"),
                "size_axis": by_size.to_dict("records"), "data_axis": by_data.to_dict("records")}
     return metrics
 
 
-def verdict_text(cfg, by_size, by_data, both, lr_check, title) -> str:
+def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str] = ()) -> str:
     """The verdict, written from the numbers (nothing here is typed in by hand)."""
     lines = [f"# Synergy sweep: verdict ({title})", "",
              "Gap = unified minus isolated, signed so that + means unified training helps; mean over seeds "
              "with a 95% t-interval. Primary metrics: U = GQA-analogue accuracy (%), G = held-out image-token "
              "NLL (nats/token).", ""]
+    if missing:
+        lines += [f"**Incomplete sweep: {len(missing)} of {len(train_jobs(cfg))} "
+                  "jobs did not run**, so the points below that need them are absent or rest on fewer seeds "
+                  f"(`n_seeds` in the tables). Not run: {', '.join(sorted(missing))}.", ""]
     for prior in sorted(by_size.prior.unique()):
         label = "with the text prior" if prior else "from scratch"
         lines += [f"## Size axis, {label}", ""]
@@ -164,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--priors", action="store_true", help="train the text priors only (stage text_prior)")
     ap.add_argument("--report", action="store_true", help="only redraw tables and figures from stored results")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--device-label", help="with --report: the device to name, for results stored before "
+                    "jobs recorded their device's name")
     args = ap.parse_args(argv)
     cfg = load_config(args.params)
     out = cfg.paths.figures / "sweep"
@@ -174,12 +199,12 @@ def main(argv=None) -> int:
         write_json(cfg.paths.figures / "metrics" / "sweep.json", disabled_note(cfg, out))
         return 0
     if args.report:
-        results = {j.id: read_json(job_dir(cfg, j) / "result.json") for j in train_jobs(cfg)}
+        results, missing = stored_results(cfg)
         info = None
     else:
         ran = run_sweep(args.params, not args.no_progress)
-        results, info = ran["results"], ran["run"]
-    write_json(cfg.paths.figures / "metrics" / "sweep.json", report(cfg, results, out, info))
+        results, info, missing = ran["results"], ran["run"], []
+    write_json(cfg.paths.figures / "metrics" / "sweep.json", report(cfg, results, out, info, missing, args.device_label))
     print((out / "verdict.md").read_text())
     return 0
 

@@ -35,10 +35,13 @@ def gap_figure(summary, x: str, title: str, log_x: bool = True, style_by_prior: 
             label = subset.replace("_", "-") + (" + text prior" if prior else "")
             ax.plot(g[x], g.gap, ls, marker="s" if prior else "o", color=colours[subset], label=label)
             ax.fill_between(g[x], g.ci_lo, g.ci_hi, color=colours[subset], alpha=0.15 if not prior else 0.08)
+            # Bars as well as bands: a point with no neighbour has no band to show.
+            ax.errorbar(g[x], g.gap, yerr=[g.gap - g.ci_lo, g.ci_hi - g.gap], fmt="none", ecolor=colours[subset],
+                        elinewidth=0.8, capsize=2, alpha=0.7)
             for xc in zero_crossings(list(g[x]), list(g.gap)):
                 ax.axvline(xc, color=colours[subset], ls=":", lw=1)
-                ax.annotate(f"0 at {xc:.3g}", (xc, 0), textcoords="offset points", xytext=(3, 6), fontsize=7,
-                            color=colours[subset])
+                ax.annotate(f"0 at {xc:.3g}", (xc, 0), textcoords="offset points",
+                            xytext=(3, 6 + 10 * SUBSETS.index(subset)), fontsize=7, color=colours[subset])
         ax.axhline(0, color="black", lw=0.8)
         if log_x:
             ax.set_xscale("log")

@@ -19,6 +19,16 @@ from .sweep_plan import RUN_NAME, Job, job_dir, job_overrides, job_settings
 RESULT = "result.json"
 
 
+def device_name() -> str:
+    """The GPU's name, or the CPU's: every number of the sweep names the device it came from."""
+    import platform
+
+    import torch
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def job_config(params: str, job: Job, threads: int | None = None):
     base = load_config(params)
     over = job_overrides(base, job)
@@ -69,6 +79,7 @@ def run_job(params: str, job: Job, threads: int | None = None, progress: bool = 
                 if sub.is_dir():
                     shutil.rmtree(sub)
     result["wall_time_s"] = time.perf_counter() - t0
+    result["device_name"] = device_name()
     write_json(out / RESULT, result)
     return result
 

@@ -126,6 +126,8 @@ def markdown_table(df: pd.DataFrame, floats: int = 3) -> str:
         cells = []
         for c in cols:
             v = r[c]
+            if isinstance(v, float) and abs(v) < 1e-9:
+                v = 0.0  # float residue of a mean of equal values
             if isinstance(v, float):
                 small = v != 0 and abs(v) < 0.01
                 cells.append("–" if math.isnan(v) else (f"{v:.3g}" if small else f"{v:.{floats}f}"))
