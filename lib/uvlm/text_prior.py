@@ -102,7 +102,7 @@ def train_text_prior(cfg, seed: int, lr: float, out_dir, progress: bool = False)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % max(1, total // 20) == 0 or step == total - 1:
-            losses.append({"step": step + 1, "loss": float(loss)})
+            losses.append({"step": step + 1, "loss": float(loss.detach())})
     val_loss = text_loss(model, val, pc.batch_size, device, autocast)
     save_model_dir(model.cpu(), out_dir / "model")
     summary = {"seed": seed, "lr": lr, "steps": total, "n_train_texts": len(train), "val_text_loss": val_loss,
