@@ -21,12 +21,10 @@ RESULT = "result.json"
 
 def device_name() -> str:
     """The GPU's name, or the CPU's: every number of the sweep names the device it came from."""
-    import platform
-
     import torch
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return platform.processor() or platform.machine() or "cpu"
+
+    from .bench import device_name as named
+    return named("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def job_config(params: str, job: Job, threads: int | None = None):
