@@ -16,7 +16,7 @@ from .config import load_config
 from .io import read_json, write_json, write_text
 from .sweep_plan import job_dir, prior_dir, prior_jobs, sweep_dir, train_jobs
 from .sweep_results import (PRIMARY, both_task_points, data_axis, gap_frame, lr_check_frame, markdown_table,
-                            results_frame, size_axis, summarise_gaps)
+                            primary_rows, results_frame, size_axis, summarise_gaps)
 
 
 SWEEP_README = "Synergy sweep jobs: jobs/<id>/result.json (+ train logs), logs/<id>.log."
@@ -37,7 +37,7 @@ def _device(cfg) -> str:
 def _run(params: str, jobs, cfg, progress: bool) -> dict:
     from .sweep_job import finished
     from .sweep_runner import raise_failures, run_jobs
-    pending = [j for j in jobs if not finished(params, j)]
+    pending = [j for j in jobs if not finished(params, j, base=cfg)]
     if progress:
         print(f"{len(jobs) - len(pending)} of {len(jobs)} jobs already finished; running {len(pending)} "
               f"({cfg.sweep.concurrency} at a time on {_device(cfg)})", flush=True)
@@ -145,7 +145,7 @@ def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str
     for prior in sorted(by_size.prior.unique()):
         label = "with the text prior" if prior else "from scratch"
         lines += [f"## Size axis, {label}", ""]
-        prim = by_size[(by_size.prior == prior) & by_size.apply(lambda r: PRIMARY[r.task] == r.metric, axis=1)]
+        prim = primary_rows(by_size[by_size.prior == prior])
         for (task, subset), g in prim.groupby(["task", "subset"]):
             pts = "; ".join(f"{r['size']} ({r.params / 1e6:.1f}M): {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] "
                             f"{r.verdict}" for _, r in g.sort_values("params").iterrows())
@@ -155,7 +155,7 @@ def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str
                        + ", ".join(f"{p['size']} / {p['data_n']} examples" for p in pts)) if pts else
                   "No point shows positive synergy on both tasks beyond the interval.", ""]
     lines += ["## Data axis", ""]
-    prim = by_data[by_data.apply(lambda r: PRIMARY[r.task] == r.metric, axis=1)]
+    prim = primary_rows(by_data)
     for (task, subset), g in prim.groupby(["task", "subset"]):
         pts = "; ".join(f"{r.data_n}: {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] {r.verdict}"
                         for _, r in g.sort_values("data_n").iterrows())

@@ -86,10 +86,9 @@ class SweepConfig:
                                   f"a width that is a multiple of sweep.head_dim={self.head_dim}")
         if self.head_dim % 2:
             raise ConfigError(f"{prefix}.head_dim", self.head_dim, "an even head size (RoPE)")
-        for key in ("data_axis_size",):
-            v = getattr(self, key)
-            if v is not None and parse_size(v, f"{prefix}.{key}").name not in names:
-                raise ConfigError(f"{prefix}.{key}", v, f"one of sweep.sizes {names}")
+        point = self.data_axis_size
+        if point is not None and parse_size(point, f"{prefix}.data_axis_size").name not in names:
+            raise ConfigError(f"{prefix}.data_axis_size", point, f"one of sweep.sizes {names}")
         for i, v in enumerate(self.prior_sizes or []):
             if parse_size(v, f"{prefix}.prior_sizes[{i}]").name not in names:
                 raise ConfigError(f"{prefix}.prior_sizes[{i}]", v, f"one of sweep.sizes {names}")

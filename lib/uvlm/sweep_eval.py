@@ -18,6 +18,7 @@ import numpy as np
 
 from . import evaluate as E
 from . import scoring as S
+from .results import proportion_se
 from .run_setup import run_plans, tasks_of
 
 # metric -> (task, higher is better, unit)
@@ -28,13 +29,6 @@ METRICS = {
     "attr_acc": ("g", True, "%"),
 }
 SUBSETS = ("in_dist", "transfer")
-
-
-def _binomial_se(acc_pct, n):
-    if acc_pct is None or not n:
-        return None
-    p = acc_pct / 100.0
-    return 100.0 * float(np.sqrt(p * (1 - p) / n))
 
 
 def score_u(model, plan, ctx) -> dict:
@@ -51,7 +45,7 @@ def score_u(model, plan, ctx) -> dict:
     out = {}
     for sub in SUBSETS:
         g = gqa[sub]
-        out[sub] = {"gqa_acc": {"value": g["acc"], "se": _binomial_se(g["acc"], g["n"]), "n": g["n"]},
+        out[sub] = {"gqa_acc": {"value": g["acc"], "se": proportion_se(g["acc"], g["n"]), "n": g["n"]},
                     "answer_nll": ans[sub]}
     return out
 
@@ -77,7 +71,7 @@ def score_g(model, plan, ctx, seed: int) -> dict:
         n_obj = rep["n_objects"] if rep else 0
         out[sub] = {"image_nll": {"value": nll[sub]["nll"], "se": nll[sub]["se"], "n": nll[sub]["n_images"]},
                     # SE over objects (objects of one image are not independent: a lower bound)
-                    "attr_acc": {"value": acc, "se": _binomial_se(acc, n_obj), "n": int(len(idx))}}
+                    "attr_acc": {"value": acc, "se": proportion_se(acc, n_obj), "n": int(len(idx))}}
     return out
 
 

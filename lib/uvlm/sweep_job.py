@@ -27,23 +27,23 @@ def device_name() -> str:
     return named("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def job_config(params: str, job: Job, threads: int | None = None):
-    base = load_config(params)
-    over = job_overrides(base, job)
+def job_config(params: str, job: Job, threads: int | None = None, base=None):
+    """The config ``job`` trains under; ``base`` is params.yaml already loaded, if at hand."""
+    over = job_overrides(base or load_config(params), job)
     if threads is not None:
         over["train"]["threads"] = threads
         over["eval"] = {**over["eval"], "threads": threads}
     return load_config(params, over)
 
 
-def finished(params: str, job: Job) -> bool:
+def finished(params: str, job: Job, base=None) -> bool:
     """A stored result made under exactly this job's settings (a stale one does not count)."""
-    cfg = job_config(params, job)
+    cfg = job_config(params, job, base=base)
     path = job_dir(cfg, job) / RESULT
     if not path.exists():
         return False
     try:
-        return read_json(path).get("settings") == json.loads(json.dumps(job_settings(cfg, job), default=str))
+        return read_json(path).get("settings") == job_settings(cfg, job)
     except (json.JSONDecodeError, OSError):
         return False
 
@@ -51,7 +51,7 @@ def finished(params: str, job: Job) -> bool:
 def run_job(params: str, job: Job, threads: int | None = None, progress: bool = False) -> dict:
     cfg = job_config(params, job, threads)
     out = job_dir(cfg, job)
-    settings = json.loads(json.dumps(job_settings(cfg, job), default=str))
+    settings = job_settings(cfg, job)
     if (out / RESULT).exists() and read_json(out / RESULT).get("settings") != settings:
         shutil.rmtree(out)  # made under other settings: start this job over
     t0 = time.perf_counter()

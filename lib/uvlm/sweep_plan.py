@@ -16,6 +16,7 @@ reused exactly when they are unchanged (see :func:`job_settings`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ def job_overrides(cfg, job: Job) -> dict:
 
 def job_settings(cfg_job, job: Job) -> dict:
     """What a stored result must share with the job to be reused: the job and every section
-    its training and evaluation read."""
+    its training and evaluation read, in the JSON form a result file stores them in."""
     out = {"job": job.to_dict(), "world_seed": cfg_job.seed}
     for name in ("world", "tokenizer", "model", "train", "eval"):
         out[name] = dataclasses.asdict(getattr(cfg_job, name))
@@ -148,4 +149,4 @@ def job_settings(cfg_job, job: Job) -> dict:
     out["eval"].pop("device", None)
     if job.prior:
         out["text_prior"] = dataclasses.asdict(cfg_job.text_prior)
-    return out
+    return json.loads(json.dumps(out, default=str))  # paths become strings, as when read back

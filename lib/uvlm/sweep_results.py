@@ -95,10 +95,14 @@ def zero_crossings(xs, ys) -> list[float]:
     return out
 
 
+def primary_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each task's primary metric (the one the verdict is decided on)."""
+    return summary[summary.metric == summary.task.map(PRIMARY)]
+
+
 def both_task_points(summary: pd.DataFrame, subset: str = "in_dist") -> pd.DataFrame:
     """Points where the primary metric of *both* tasks shows synergy beyond the interval."""
-    prim = summary[(summary.subset == subset)
-                   & summary.apply(lambda r: PRIMARY[r.task] == r.metric, axis=1)]
+    prim = primary_rows(summary[summary.subset == subset])
     wide = prim.pivot_table(index=["size", "params", "data_n", "prior"], columns="task", values="verdict",
                             aggfunc="first")
     if not {"u", "g"} <= set(wide.columns):
@@ -119,19 +123,17 @@ def lr_check_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _cell(v, floats: int) -> str:
+    if not isinstance(v, float):
+        return str(v)
+    if math.isnan(v):
+        return "–"
+    if abs(v) < 1e-9:
+        return f"{0.0:.{floats}f}"  # float residue of a mean of equal values
+    return f"{v:.3g}" if abs(v) < 0.01 else f"{v:.{floats}f}"
+
+
 def markdown_table(df: pd.DataFrame, floats: int = 3) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if isinstance(v, float) and abs(v) < 1e-9:
-                v = 0.0  # float residue of a mean of equal values
-            if isinstance(v, float):
-                small = v != 0 and abs(v) < 0.01
-                cells.append("–" if math.isnan(v) else (f"{v:.3g}" if small else f"{v:.{floats}f}"))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    from .tables import _md_grid
+    rows = [[_cell(r[c], floats) for c in df.columns] for _, r in df.iterrows()]
+    return _md_grid(list(df.columns), rows) + "\n"

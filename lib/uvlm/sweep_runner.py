@@ -25,7 +25,7 @@ from .sweep_plan import Job
 from .threads import available_cores
 
 
-def schedule_order(jobs: list[Job], solo_params: float) -> list[Job]:
+def schedule_order(jobs: list[Job]) -> list[Job]:
     """Largest first, so the long jobs start early and the small ones fill in behind."""
     return sorted(jobs, key=lambda j: (-j.approx_params() * (2 if j.task == "ug" else 1), j.id))
 
@@ -44,7 +44,7 @@ def run_jobs(params: str, jobs: list[Job], concurrency: int, solo_params: float,
     # Split the host's cores between the processes: on CPU they do the work, on a GPU they
     # tokenise and launch kernels, and N processes of all-core thread pools thrash each other.
     threads = max(1, available_cores() // max(1, concurrency))
-    queue = schedule_order(jobs, solo_params)
+    queue = schedule_order(jobs)
     running: dict[str, tuple[subprocess.Popen, Job, object]] = {}
     done, failed = [], {}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -65,7 +65,10 @@ def run_jobs(params: str, jobs: list[Job], concurrency: int, solo_params: float,
                     continue
                 log.close()
                 del running[jid]
-                (done.append(jid) if proc.returncode == 0 else failed.__setitem__(jid, str(log_dir / f"{jid}.log")))
+                if proc.returncode == 0:
+                    done.append(jid)
+                else:
+                    failed[jid] = str(log_dir / f"{jid}.log")
                 bar.update(1)
                 bar.set_postfix(failed=len(failed), refresh=False)
     finally:

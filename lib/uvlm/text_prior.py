@@ -113,10 +113,9 @@ def train_text_prior(cfg, seed: int, lr: float, out_dir, progress: bool = False)
 
 
 def _fresh_model(cfg, vocab, seed: int):
-    from .model import UVLM, UVLMConfig
-    m = cfg.model
+    """The baseline's model at this size: no image projection sets, text and image rows alike."""
+    from .config import RunSpec
+    from .model import UVLM
+    from .run_setup import model_config
     torch.manual_seed(seed)
-    return UVLM(UVLMConfig(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
-                           ffn_hidden=m.ffn_hidden, rope_theta=m.rope_theta, max_seq_len=m.max_seq_len,
-                           init_std=m.init_std, vocab_size=vocab.size, image_token_start=vocab.image_token_start),
-                seed=seed)
+    return UVLM(model_config(cfg, vocab, RunSpec(task="u", accel="base")), seed=seed)
