@@ -4,6 +4,9 @@
 # its last checkpoint. Run from the repository root of a throw-away copy (it switches params.yaml
 # to the gpu preset):
 #   OUT=/tmp/out LIMIT_S=560 bash figures/gpu/sweep.sh
+# SINGLE=1 resumes the sweep stage alone (`dvc repro --single-item sweep`) once an earlier call on
+# the same machine has built the data, tokenizer and priors: a fresh copy of the tree puts back the
+# committed cpu-preset figures that the data stage writes, so DVC would otherwise rebuild the data.
 # Writes $OUT/sweep.log (each line stamped with seconds since the start) and $OUT/sweep.tgz
 # (figures/sweep, the metrics, dvc.lock, executed notebooks, every job's result.json).
 set -u
@@ -16,7 +19,8 @@ git rev-parse --git-dir >/dev/null 2>&1 || dvc config --local core.no_scm true
 [ -f data/.gpu-dvc.lock ] && cp data/.gpu-dvc.lock dvc.lock
 export PYTHONUNBUFFERED=1
 t0=$EPOCHSECONDS
-timeout --kill-after=15 "$LIMIT" dvc repro sweep 2>&1 \
+dvc status 2>&1 | head -20 | sed 's/^/   dvc status: /' >> "$OUT/sweep.log"
+timeout --kill-after=15 "$LIMIT" dvc repro ${SINGLE:+--single-item} sweep 2>&1 \
   | while IFS= read -r line; do printf '%4d %s\n' $((EPOCHSECONDS - t0)) "$line"; done >> "$OUT/sweep.log"
 echo "dvc repro sweep: exit ${PIPESTATUS[0]} after $((EPOCHSECONDS - t0)) s (limit $LIMIT s)"
 cp dvc.lock data/.gpu-dvc.lock
