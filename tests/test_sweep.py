@@ -156,6 +156,18 @@ def test_zero_crossings_interpolate_in_log_x():
 
 # ------------------------------------------------------------------ pieces a job uses
 
+def test_figure_clips_only_the_intervals_of_points_that_lost_a_seed():
+    import pandas as pd
+
+    from uvlm.sweep_figures import _short, _ylim
+    full = pd.DataFrame({"gap": [0.1, -0.05], "ci_lo": [0.0, -0.1], "ci_hi": [0.2, 0.0], "n_seeds": [3, 3]})
+    assert _ylim(full) is None
+    lost = pd.concat([full, pd.DataFrame({"gap": [0.02], "ci_lo": [-5.0], "ci_hi": [5.0], "n_seeds": [2]})])
+    lo, hi = _ylim(lost)
+    assert -0.2 < lo < -0.1 and 0.2 < hi < 0.3  # the full-seed intervals, padded; not +-5
+    assert (_short(2.2e7), _short(3100), _short(5.0)) == ("22M", "3.1k", "5")
+
+
 def test_train_samples_takes_a_prefix(tiny_world):
     from uvlm.run_setup import load_task_data, vocab_for
     cfg = load_config(tiny_world, {"train": {"train_samples": 10}})

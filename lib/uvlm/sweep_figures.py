@@ -18,6 +18,28 @@ def _label(metric: str) -> str:
     return f"{TASK_NAMES[task]}: {metric} gap ({unit}; + = unified better)"
 
 
+def _short(v: float) -> str:
+    """2.2e7 -> '22M', 3100 -> '3.1k': crossing labels readable at a glance."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _ylim(sub):
+    """Y range of the points with the full number of seeds (plus every mean), or None.
+
+    A point that lost a seed has a t-interval several times wider (2 seeds: t = 12.7); drawn
+    in full it would flatten every other line of the panel, so it is clipped and said so."""
+    full = sub.n_seeds == sub.n_seeds.max()
+    if full.all():
+        return None
+    lo = min(sub.ci_lo[full].min(), sub.gap.min(), 0.0)
+    hi = max(sub.ci_hi[full].max(), sub.gap.max(), 0.0)
+    pad = 0.1 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
 def gap_figure(summary, x: str, title: str, log_x: bool = True, style_by_prior: bool = True):
     """One panel per metric; one line per split (and per prior level), mean ± 95% CI over seeds."""
     metrics = [m for m in METRICS if m in set(summary.metric)]
@@ -40,9 +62,15 @@ def gap_figure(summary, x: str, title: str, log_x: bool = True, style_by_prior: 
                         elinewidth=0.8, capsize=2, alpha=0.7)
             for xc in zero_crossings(list(g[x]), list(g.gap)):
                 ax.axvline(xc, color=colours[subset], ls=":", lw=1)
-                ax.annotate(f"0 at {xc:.3g}", (xc, 0), textcoords="offset points",
-                            xytext=(3, 6 + 10 * SUBSETS.index(subset)), fontsize=7, color=colours[subset])
+                slot = 2 * SUBSETS.index(subset) + bool(prior)  # one text row per line: no overlaps
+                ax.annotate(f"0 at {_short(xc)}", (xc, 0), textcoords="offset points",
+                            xytext=(3, 6 + 9 * slot), fontsize=7, color=colours[subset])
         ax.axhline(0, color="black", lw=0.8)
+        limits = _ylim(sub)
+        if limits is not None:
+            ax.set_ylim(*limits)
+            ax.text(0.01, 0.01, "intervals of points with fewer seeds clipped", transform=ax.transAxes,
+                    fontsize=6, color="grey", va="bottom")
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel(x.replace("_", " "))
