@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import load_config
 from .io import read_json, write_json, write_text
-from .sweep_plan import job_dir, prior_dir, prior_jobs, sweep_dir, train_jobs
+from .sweep_plan import STEP_MATCHED_FACTOR, job_dir, prior_dir, prior_jobs, sweep_dir, train_jobs
 from .sweep_results import (PRIMARY, both_task_points, data_axis, gap_frame, lr_check_frame, markdown_table,
                             primary_rows, results_frame, size_axis, summarise_gaps)
 
@@ -104,9 +104,12 @@ def report(cfg, results: dict, out_dir, run_info: dict | None = None, missing: l
     n_max, point = max(sw.data_sizes), sw.data_size_point().name
     by_size, by_data = size_axis(summary, n_max), data_axis(summary, point)
     lr_check = lr_check_frame(frame)
+    matched = step_matched_axis(frame, n_max)
     cols = ["size", "params", "data_n", "prior", "task", "metric", "subset", "gap", "std", "n_seeds", "ci_lo",
             "ci_hi", "verdict"]
-    for name, df in (("synergy_vs_params", by_size), ("synergy_vs_data", by_data), ("lr_check", lr_check)):
+    tables = [("synergy_vs_params", by_size), ("synergy_vs_data", by_data), ("lr_check", lr_check)]
+    tables += [("step_matched", matched)] if len(matched) else []
+    for name, df in tables:
         df = df[[c for c in cols if c in df.columns]] if name != "lr_check" else df
         write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
         write_text(out_dir / f"{name}.md", markdown_table(df))
@@ -120,19 +123,31 @@ def report(cfg, results: dict, out_dir, run_info: dict | None = None, missing: l
                 out_dir / "synergy_vs_data.png")
     if len(lr_check):
         save_figure(lr_check_figure(lr_check), out_dir / "lr_check.png")
+    if len(matched):
+        save_figure(gap_figure(matched, "params", f"Synergy gap against step-matched isolated runs (2x epochs, data "
+                               f"{n_max}/task; {title})"), out_dir / "synergy_step_matched.png")
     both = {str(p): both_task_points(summary[summary.prior == p]).to_dict("records")
             for p in sorted(summary.prior.unique())}
-    verdict = verdict_text(cfg, by_size, by_data, both, lr_check, title, list(missing))
+    verdict = verdict_text(cfg, by_size, by_data, both, lr_check, title, list(missing), matched)
     write_text(out_dir / "verdict.md", verdict)
     metrics = {"enabled": True, "preset": cfg.preset, "device": device, "n_train_jobs": len(results),
                "missing_jobs": list(missing),
                "both_task_synergy": both,
                "primary": PRIMARY, "wall_s": (run_info or {}).get("wall_s"),
-               "size_axis": by_size.to_dict("records"), "data_axis": by_data.to_dict("records")}
+               "size_axis": by_size.to_dict("records"), "data_axis": by_data.to_dict("records"),
+               "step_matched": matched.to_dict("records")}
     return metrics
 
 
-def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str] = ()) -> str:
+def step_matched_axis(frame, n_max: int):
+    """The size axis again, with the isolated runs replaced by their step-matched controls."""
+    if "epochs_factor" not in frame or not (frame.epochs_factor == STEP_MATCHED_FACTOR).any():
+        return frame.iloc[0:0]
+    summary = summarise_gaps(gap_frame(frame, STEP_MATCHED_FACTOR))
+    return size_axis(summary[~summary.prior], n_max)
+
+
+def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str] = (), matched=None) -> str:
     """The verdict, written from the numbers (nothing here is typed in by hand)."""
     lines = [f"# Synergy sweep: verdict ({title})", "",
              "Gap = unified minus isolated, signed so that + means unified training helps; mean over seeds "
@@ -168,6 +183,14 @@ def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str
             rule_txt = f"{float(rule.iloc[0]):.4f}" if len(rule) else "?"
             lines.append(f"- {size} {task}-only: rule's lr {rule_txt}; best lr x{best.lr_factor:g} "
                          f"({best.best_val_loss:.4f})")
+    if matched is not None and len(matched):
+        lines += ["", "## Against step-matched isolated runs", "",
+                  "The isolated runs trained for twice the epochs, as many optimizer steps as the unified run; "
+                  "every metric, in-distribution:", ""]
+        for (task, metric), g in matched[matched.subset == "in_dist"].groupby(["task", "metric"]):
+            pts = "; ".join(f"{r['size']} ({r.params / 1e6:.1f}M): {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] "
+                            f"{r.verdict}" for _, r in g.sort_values("params").iterrows())
+            lines.append(f"- **{task.upper()} {metric}**: {pts}")
     return "\n".join(lines) + "\n"
 
 

@@ -67,6 +67,9 @@ class SweepConfig:
     lr_exponent: float = field(default=1.0, metadata=rule(ge=0, le=2))
     # The rule is checked at the smallest and largest size: isolated runs at lr * factor.
     lr_check_factors: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    # Control for the unified run's extra optimizer steps: isolated runs at every size (largest
+    # data size, no prior) trained for twice the epochs, i.e. as many steps as the unified run.
+    step_matched: bool = False
     # Jobs trained at once on one device; jobs above solo_params parameters run alone.
     concurrency: int = field(default=1, metadata=rule(ge=1, le=32))
     solo_params: float = field(default=5.0e7, metadata=rule(gt=0))

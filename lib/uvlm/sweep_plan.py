@@ -8,7 +8,10 @@ The grid is not a full product, to stay within a GPU budget:
   (``true`` only at ``prior_sizes``);
 * data axis: every data size at ``data_axis_size``, no prior;
 * learning-rate check: isolated runs at the smallest and largest size, first seed,
-  at ``lr * factor`` for each ``lr_check_factors``.
+  at ``lr * factor`` for each ``lr_check_factors``;
+* step-matched control (``step_matched``): isolated runs on the size axis (no prior) for
+  twice the epochs. A unified run takes a U and a G step per isolated step, so its backbone
+  gets twice the updates; against this control a gain cannot come from the extra steps.
 
 A job is a pure function of params.yaml and these fields, so its result can be
 reused exactly when they are unchanged (see :func:`job_settings`).
@@ -24,6 +27,7 @@ from pathlib import Path
 from .sweep_config import ModelSize, lr_for, parse_size
 
 TASKS = ("u", "g", "ug")
+STEP_MATCHED_FACTOR = 2.0  # a unified run's steps / an isolated run's (equal U and G data)
 RUN_NAME = "sweep"
 
 
@@ -37,12 +41,14 @@ class Job:
     seed: int
     lr: float
     lr_factor: float = 1.0  # lr / the rule's lr (1 except for the learning-rate check)
+    epochs_factor: float = 1.0  # epochs / sweep.epochs (2 for the step-matched control)
 
     @property
     def id(self) -> str:
         tag = "tp" if self.prior else "np"
         lr = "" if self.lr_factor == 1.0 else f"-lrx{self.lr_factor:g}"
-        return f"{self.task}-{self.size}-n{self.data_n}-{tag}{lr}-s{self.seed}"
+        ep = "" if self.epochs_factor == 1.0 else f"-epx{self.epochs_factor:g}"
+        return f"{self.task}-{self.size}-n{self.data_n}-{tag}{lr}{ep}-s{self.seed}"
 
     @property
     def model_size(self) -> ModelSize:
@@ -54,7 +60,10 @@ class Job:
         return 12.0 * s.n_layers * s.d_model ** 2
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["epochs_factor"] == 1.0:
+            del d["epochs_factor"]  # so results stored before the field existed stay reusable
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
@@ -76,8 +85,8 @@ def train_jobs(cfg) -> list[Job]:
     n_max = max(sw.data_sizes)
     jobs: dict[str, Job] = {}
 
-    def add(task, size: ModelSize, n, prior, seed, factor=1.0):
-        j = Job("train", task, size.name, n, prior, seed, lr_for(sw, size.d_model) * factor, factor)
+    def add(task, size: ModelSize, n, prior, seed, factor=1.0, epochs_factor=1.0):
+        j = Job("train", task, size.name, n, prior, seed, lr_for(sw, size.d_model) * factor, factor, epochs_factor)
         jobs.setdefault(j.id, j)
 
     for size in sw.model_sizes():
@@ -97,6 +106,11 @@ def train_jobs(cfg) -> list[Job]:
         for factor in sw.lr_check_factors:
             for task in ("u", "g"):
                 add(task, size, n_max, False, sw.seeds[0], factor)
+    if sw.step_matched:
+        for size in sw.model_sizes():
+            for seed in sw.seeds:
+                for task in ("u", "g"):
+                    add(task, size, n_max, False, seed, epochs_factor=STEP_MATCHED_FACTOR)
     return list(jobs.values())
 
 
@@ -115,7 +129,7 @@ def job_dir(cfg, job: Job) -> Path:
 
 
 def isolated_steps(job: Job, sweep) -> int:
-    return max(1, math.ceil(sweep.epochs * job.data_n / sweep.batch_size))
+    return max(1, math.ceil(sweep.epochs * job.epochs_factor * job.data_n / sweep.batch_size))
 
 
 def job_overrides(cfg, job: Job) -> dict:
@@ -126,7 +140,7 @@ def job_overrides(cfg, job: Job) -> dict:
     if job.kind == "train" and job.prior:
         model["init_from"] = (str(prior_dir(cfg, job.size, job.seed) / "model")
                               if cfg.text_prior.source == "world" else cfg.text_prior.source)
-    train = {"lr": job.lr, "epochs": sw.epochs, "batch_size": sw.batch_size, "train_samples": job.data_n,
+    train = {"lr": job.lr, "epochs": sw.epochs * job.epochs_factor, "batch_size": sw.batch_size, "train_samples": job.data_n,
              "seeds": [job.seed], "snapshots": 0,
              # Four validation points per task-epoch budget pick the best checkpoint; warm-up is
              # a fixed share of the run so that short data-axis runs are not all warm-up.

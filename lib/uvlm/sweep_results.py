@@ -32,18 +32,22 @@ def results_frame(results: dict[str, dict]) -> pd.DataFrame:
                 for metric, v in metrics.items():
                     rows.append({"job": jid, "run_task": job.task, "size": job.size, "d_model": job.model_size.d_model,
                                  "params": res["params"], "data_n": job.data_n, "prior": job.prior, "seed": job.seed,
-                                 "lr_factor": job.lr_factor, "lr": job.lr, "task": task, "subset": sub,
+                                 "lr_factor": job.lr_factor, "epochs_factor": job.epochs_factor,
+                                 "lr": job.lr, "task": task, "subset": sub,
                                  "metric": metric, "value": v["value"], "se": v["se"], "n": v["n"],
                                  "train_time_s": res["train_time_s"], "best_val_loss": res["best"][task]["val_loss"]})
     return pd.DataFrame(rows)
 
 
-def gap_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per seed: unified minus isolated, signed so that positive = synergy."""
+def gap_frame(frame: pd.DataFrame, isolated_epochs_factor: float = 1.0) -> pd.DataFrame:
+    """Per seed: unified minus isolated, signed so that positive = synergy.
+
+    ``isolated_epochs_factor=2`` compares with the step-matched isolated runs instead of the
+    same-epochs ones (see :mod:`uvlm.sweep_plan`)."""
     f = frame[frame.lr_factor == 1.0]
     keys = ["size", "d_model", "data_n", "prior", "seed", "task", "subset", "metric"]
-    iso = f[f.run_task != "ug"].set_index(keys)
-    uni = f[f.run_task == "ug"].set_index(keys)
+    iso = f[(f.run_task != "ug") & (f.epochs_factor == isolated_epochs_factor)].set_index(keys)
+    uni = f[(f.run_task == "ug") & (f.epochs_factor == 1.0)].set_index(keys)
     joined = uni[["value", "se", "params"]].join(iso[["value", "se"]], lsuffix="_unified", rsuffix="_isolated",
                                                   how="inner").reset_index()
     higher = joined.metric.map(lambda m: METRICS[m][1])
@@ -112,7 +116,7 @@ def both_task_points(summary: pd.DataFrame, subset: str = "in_dist") -> pd.DataF
 
 def lr_check_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Best validation loss of the isolated runs at lr * factor, at the two ends of the size range."""
-    f = frame[(frame.run_task != "ug") & (frame.subset == SUBSETS[0])]
+    f = frame[(frame.run_task != "ug") & (frame.subset == SUBSETS[0]) & (frame.epochs_factor == 1.0)]
     f = f.drop_duplicates(["size", "run_task", "lr_factor", "seed", "data_n", "prior"])
     sizes = f[f.lr_factor != 1.0]["size"].unique()
     f = f[f["size"].isin(sizes) & (f.seed == f.seed.min()) & (~f.prior) & (f.data_n == f.data_n.max())]
