@@ -83,6 +83,22 @@ def test_grid_covers_each_axis_once(tmp_path):
     assert [(p.size, p.seed) for p in prior_jobs(cfg)] == [("32x2", 0), ("32x2", 1)]
 
 
+def test_step_matched_control_doubles_the_epochs_of_isolated_size_axis_runs(tmp_path):
+    plain = train_jobs(_cfg(tmp_path))
+    cfg = _cfg(tmp_path, "  step_matched: true")
+    jobs = train_jobs(cfg)
+    control = [j for j in jobs if j.epochs_factor != 1.0]
+    assert [j for j in jobs if j.epochs_factor == 1.0] == plain  # the rest of the grid is unchanged
+    sw = cfg.sweep
+    assert len(control) == len(sw.sizes) * len(sw.seeds) * 2
+    assert {j.task for j in control} == {"u", "g"} and not any(j.prior for j in control)
+    assert all(j.data_n == max(sw.data_sizes) and j.id.endswith(f"-epx2-s{j.seed}") for j in control)
+    assert job_overrides(cfg, control[0])["train"]["epochs"] == 2 * sw.epochs
+    # A same-epochs job's stored form has no new field, so results stored before it still match.
+    assert "epochs_factor" not in plain[0].to_dict() and Job.from_dict(plain[0].to_dict()) == plain[0]
+    assert Job.from_dict(control[0].to_dict()) == control[0]
+
+
 def test_no_prior_jobs_when_prior_level_is_off(tmp_path):
     cfg = _cfg(tmp_path, "  text_prior: [false]")
     assert prior_jobs(cfg) == [] and not any(j.prior for j in train_jobs(cfg))
@@ -111,8 +127,8 @@ def test_scheduler_runs_big_jobs_alone():
 
 # ------------------------------------------------------------------ gaps
 
-def _result(task, seed, metrics: dict, size="16x1", prior=False):
-    job = Job("train", task, size, 64, prior, seed, 1e-3)
+def _result(task, seed, metrics: dict, size="16x1", prior=False, epochs_factor=1.0):
+    job = Job("train", task, size, 64, prior, seed, 1e-3, epochs_factor=epochs_factor)
     tasks = [t for t in {"u": ["u"], "g": ["g"], "ug": ["u", "g"]}[task] if t in metrics]
     return job.id, {
         "settings": {"job": job.to_dict()}, "params": 1000, "train_time_s": 1.0,
@@ -136,6 +152,39 @@ def test_gap_is_signed_so_that_positive_means_unified_helps():
     assert summary.loc["gqa_acc", "verdict"] == "synergy" and summary.loc["gqa_acc", "n_seeds"] == 3
     assert summary.loc["image_nll", "verdict"] == "cost"
     assert summary.loc["gqa_acc", "ci_lo"] < 5.0 < summary.loc["gqa_acc", "ci_hi"]
+
+
+def test_step_matched_gap_compares_with_the_control_and_leaves_the_plain_gap_alone():
+    results = {}
+    for seed, d in enumerate((0.0, 0.01, -0.01)):
+        for task, m, ef in (("u", {"u": {"answer_nll": 0.30 + d}}, 1.0), ("u", {"u": {"answer_nll": 0.20 + d}}, 2.0),
+                            ("ug", {"u": {"answer_nll": 0.25 + d}}, 1.0)):
+            k, v = _result(task, seed, m, epochs_factor=ef)
+            results[k] = v
+    frame = results_frame(results)
+    plain, matched = gap_frame(frame), gap_frame(frame, 2.0)
+    assert len(plain) == len(matched) == 3  # one isolated partner per seed, not two
+    assert plain.gap.mean() == pytest.approx(0.05) and matched.gap.mean() == pytest.approx(-0.05)
+
+
+def test_report_adds_the_step_matched_table_figure_and_verdict(tmp_path):
+    from uvlm.sweep import report
+    cfg = _cfg(tmp_path, "  step_matched: true")
+    results = {}
+    for size in ("16x1", "32x2"):
+        for seed, d in enumerate((0.0, 0.01)):
+            for task, ef, u, g in (("u", 1.0, 50.0, None), ("g", 1.0, None, 3.0), ("u", 2.0, 52.0, None),
+                                   ("g", 2.0, None, 2.9), ("ug", 1.0, 51.0, 2.95)):
+                m = {k: {name: v + d} for k, name, v in (("u", "gqa_acc", u), ("g", "image_nll", g)) if v is not None}
+                k, v = _result(task, seed, m, size=size, epochs_factor=ef)
+                results[k] = v
+    metrics = report(cfg, results, tmp_path / "out")
+    assert (tmp_path / "out" / "synergy_step_matched.png").exists()
+    table = (tmp_path / "out" / "step_matched.csv").read_text()
+    assert "gqa_acc" in table and "image_nll" in table
+    gaps = {(r["size"], r["metric"]): r["gap"] for r in metrics["step_matched"]}
+    assert gaps[("16x1", "gqa_acc")] == pytest.approx(-1.0) and gaps[("32x2", "image_nll")] == pytest.approx(-0.05)
+    assert "## Against step-matched isolated runs" in (tmp_path / "out" / "verdict.md").read_text()
 
 
 def test_gap_within_seed_spread_is_not_a_verdict():
