@@ -119,3 +119,38 @@ def test_more_processes_than_gpus_is_named(tiny_world):
     cfg = load_config(tiny_world, {"train": {"num_processes": 64}})
     with pytest.raises(ConfigError, match="train.num_processes"):
         launch_run(cfg, "u_base", 0)
+
+
+def test_parallel_seeds_train_the_same_runs_as_one_after_another(tiny_world, tmp_path):
+    import yaml
+
+    from uvlm.run_setup import run_dir
+    from uvlm.train import launch_seeds
+
+    # The seed processes read a params file: the tiny project's, with its own run name so that
+    # its folders are new, and one thread per process on both paths so the weights are identical.
+    doc = yaml.safe_load(Path(tiny_world).read_text())
+    doc["runs"]["u_par"] = {"task": "u", "accel": "base"}
+    doc["train"] = {"seeds": [0, 1], "threads": 1, "parallel_seeds": 2}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+    cfg = load_config(str(params))
+    seq = [train_run(cfg, "u_par", s, out_dir=tmp_path / f"seq{s}", progress=False) for s in (0, 1)]
+    par = launch_seeds(cfg, "u_par", str(params), progress=False)
+    assert [p["seed"] for p in par] == [0, 1] and all(p["finished"] for p in par)
+    assert [p["steps"] for p in par] == [p["steps"] for p in seq]
+    for s in (0, 1):
+        a, b = weights(tmp_path / f"seq{s}"), weights(run_dir(cfg, "u_par", s))
+        assert all(torch.equal(a[k], b[k]) for k in a), s
+    assert (run_dir(cfg, "u_par", 0).parent / "logs" / "seed1.log").exists()
+
+
+def test_a_failed_seed_process_is_reported_with_its_log(tiny_world, tmp_path):
+    from uvlm.train import launch_seeds
+
+    cfg = load_config(tiny_world, {"train": {"seeds": [0, 1], "parallel_seeds": 2}})
+    # The processes read tiny_world's params, which has no run 'u_missing': both fail, and the
+    # error names each one's log rather than a bare exit code.
+    cfg.runs["u_missing"] = cfg.runs["u_base"]
+    with pytest.raises(UVLMError, match=r"seeds of u_missing: 2 failed[\s\S]*seed0.log[\s\S]*u_missing"):
+        launch_seeds(cfg, "u_missing", tiny_world, progress=False)

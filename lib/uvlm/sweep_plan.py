@@ -157,7 +157,7 @@ def job_settings(cfg_job, job: Job) -> dict:
     out = {"job": job.to_dict(), "world_seed": cfg_job.seed}
     for name in ("world", "tokenizer", "model", "train", "eval"):
         out[name] = dataclasses.asdict(getattr(cfg_job, name))
-    for volatile in ("threads", "device", "num_processes", "compile", "grad_accum"):
+    for volatile in ("threads", "device", "num_processes", "compile", "grad_accum", "parallel_seeds"):
         out["train"].pop(volatile, None)
     out["eval"].pop("threads", None)
     out["eval"].pop("device", None)

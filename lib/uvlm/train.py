@@ -72,7 +72,7 @@ def run_settings(cfg, run_name: str, seed: int) -> dict:
     # These change how, not what, the run computes; grad_accum among them so that a run
     # stopped by an out-of-memory error resumes with more accumulation.
     for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads",
-                     "grad_accum", "num_processes"):
+                     "grad_accum", "num_processes", "parallel_seeds"):
         tc.pop(volatile)
     return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
             "model": dataclasses.asdict(cfg.model), "train": tc,
@@ -157,6 +157,35 @@ def launch_run(cfg, run_name: str, seed: int) -> dict:
     from .io import read_json
     notebook_launcher(train_run, args=(cfg, run_name, seed), num_processes=n)
     return read_json(run_dir(cfg, run_name, seed) / "train_summary.json", stage=f"train@{run_name}")
+
+
+def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress: bool = True) -> list[dict]:
+    """Train ``run_name`` at every seed of ``train.seeds``; return their summaries in that order.
+
+    With ``train.parallel_seeds`` > 1 (and one process per run), that many seeds train at once,
+    each as ``python -m uvlm.train_cli`` reading ``params_path``, so ``cfg`` must be that file's
+    config; their logs go to ``<run dir>/logs``. Otherwise the seeds train one after another
+    through :func:`launch_run`. Either way a finished seed is reused and a cut one resumes.
+    """
+    tc = cfg.train
+    k = min(tc.parallel_seeds, len(tc.seeds))
+    if k <= 1 or tc.num_processes > 1:
+        return [launch_run(cfg, run_name, seed) for seed in tc.seeds]
+    import sys
+
+    from .io import read_json
+    from .process_pool import raise_failures, run_processes
+    from .threads import available_cores
+
+    threads = tc.threads or max(1, available_cores() // k)
+    commands = {f"seed{seed}": [sys.executable, "-m", "uvlm.train_cli", "--params", str(params_path),
+                                "--run", run_name, "--seed", str(seed), "--no-progress",
+                                "--set", f"train.threads={threads}"] for seed in tc.seeds}
+    logs = run_dir(cfg, run_name, tc.seeds[0]).parent / "logs"
+    result = run_processes(commands, k, logs, progress=progress, desc=f"{run_name}: {len(commands)} seeds, {k} at once")
+    raise_failures(result, f"seeds of {run_name}")
+    return [read_json(run_dir(cfg, run_name, seed) / "train_summary.json", stage=f"train@{run_name}")
+            for seed in tc.seeds]
 
 
 def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
