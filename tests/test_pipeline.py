@@ -40,9 +40,11 @@ def tiny_project(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["preset"] = "tiny"
     # The smallest sweep that still runs both notebooks 07 and 08 through every branch:
-    # two sizes, a text prior at one of them, one data size, no learning-rate check.
+    # two sizes, a text prior at one of them, one data size, the step-matched control, no
+    # learning-rate check.
     params["sweep"] = {**params["sweep"], "sizes": ["16x1", "32x2"], "seeds": [0], "data_sizes": [64],
-                       "text_prior": [False, True], "prior_sizes": ["16x1"], "lr_check_factors": []}
+                       "text_prior": [False, True], "prior_sizes": ["16x1"], "lr_check_factors": [],
+                       "step_matched": True}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(root, "init", "--no-scm", "-q")
     _dvc(root, "config", "core.analytics", "false")
@@ -69,9 +71,11 @@ def test_repro_writes_every_result(tiny_project):
     assert json.loads((figs / "metrics" / "tokenizer.json").read_text())
     assert json.loads((figs / "metrics" / "world.json").read_text())["probe"]
     sweep = json.loads((figs / "metrics" / "sweep.json").read_text())
-    assert sweep["enabled"] and sweep["n_train_jobs"] == 9 and not sweep["missing_jobs"]
+    assert sweep["enabled"] and sweep["n_train_jobs"] == 9 + 4 and not sweep["missing_jobs"]
+    assert {r["size"] for r in sweep["step_matched"]} == {"16x1", "32x2"}
     assert json.loads((figs / "metrics" / "text_prior.json").read_text())["n_priors"] == 1
-    for name in ("synergy_vs_params.png", "synergy_vs_data.png", "synergy_vs_params.md", "verdict.md"):
+    for name in ("synergy_vs_params.png", "synergy_vs_data.png", "synergy_vs_params.md", "verdict.md",
+                 "synergy_step_matched.png", "step_matched.md"):
         assert (figs / "sweep" / name).stat().st_size > 0, name
     assert len(list((tiny_project / "notebooks" / "executed").glob("*.ipynb"))) == 6 + 2 * len(runs)
 
