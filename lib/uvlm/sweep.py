@@ -197,7 +197,7 @@ def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str
 def disabled_note(cfg, out_dir) -> dict:
     _ensure_dir(sweep_dir(cfg), SWEEP_README)
     text = (f"# Synergy sweep\n\nNot run at preset `{cfg.preset}` (`sweep.enabled: false`). The sweep is a GPU "
-            "experiment: run it with `dvc exp run -S preset=gpu` (the whole grid takes more than 20 min on one "
+            "experiment: run it with `dvc exp run -S preset=gpu` (the whole grid takes about 25 min on one "
             "H200; an interrupted run resumes), or set "
             "`sweep.enabled: true` with a smaller `sweep.sizes`. The committed gpu results are in "
             "figures/gpu/sweep/.\n")

@@ -43,7 +43,7 @@ def parse_size(text: str, key: str = "sweep.sizes") -> ModelSize:
 @dataclass
 class SweepConfig:
     """The scale / data / text-prior sweep of the unified baseline (a GPU experiment)."""
-    # Off at the cpu preset: the sweep is meant for one GPU (about 20 min at the gpu preset);
+    # Off at the cpu preset: the sweep is meant for one GPU (about 25 min at the gpu preset);
     # at cpu scale it would double `make repro`. The stage then writes a note saying so.
     enabled: bool = False
     # Model sizes, WIDTHxDEPTH. Heads: width / head_dim; FFN: ffn_ratio * width (multiple of 16).
