@@ -7,6 +7,7 @@
 # SINGLE=1 resumes the sweep stage alone (`dvc repro --single-item sweep`) once an earlier call on
 # the same machine has built the data, tokenizer and priors: a fresh copy of the tree puts back the
 # committed cpu-preset figures that the data stage writes, so DVC would otherwise rebuild the data.
+# STEP_MATCHED=1 adds the step-matched control (sweep.step_matched: true; 24 more jobs).
 # Writes $OUT/sweep.log (each line stamped with seconds since the start) and $OUT/sweep.tgz
 # (figures/sweep, the metrics, dvc.lock, executed notebooks, every job's result.json).
 set -u
@@ -14,6 +15,7 @@ OUT=${OUT:-figures/gpu}
 LIMIT=${LIMIT_S:-560}
 mkdir -p "$OUT" data
 sed -i 's/^preset: cpu/preset: gpu/' params.yaml
+[ -n "${STEP_MATCHED:-}" ] && sed -i 's/^  step_matched: null/  step_matched: true/' params.yaml
 git rev-parse --git-dir >/dev/null 2>&1 || dvc config --local core.no_scm true
 # A copy of the tree replaces dvc.lock on every call; keep the gpu one beside the (kept) data.
 [ -f data/.gpu-dvc.lock ] && cp data/.gpu-dvc.lock dvc.lock
