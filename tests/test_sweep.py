@@ -306,3 +306,35 @@ def test_sweep_end_to_end_then_resumes_without_work(tiny_world, tmp_path):
     assert sorted(missing) == sorted(j.id for j in stale)
     partial = report(changed, results, tmp_path / "partial", missing=missing)
     assert partial["missing_jobs"] and "Incomplete sweep" in (tmp_path / "partial" / "verdict.md").read_text()
+
+
+def test_pool_children_die_with_a_killed_pool(tmp_path):
+    """A pool killed from outside (no cleanup runs) must not leave its jobs training on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signal is Linux-only")
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    pool = ("import sys; from uvlm.process_pool import run_processes; "
+            f"run_processes({{'a': [sys.executable, '-c', {child!r}]}}, 1, {str(tmp_path / 'logs')!r}, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", pool])
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(child_pid, signal.SIGKILL)
+    pytest.fail("the job process outlived its killed pool")

@@ -13,12 +13,30 @@ commands resume from their last checkpoint when run again.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from .errors import UVLMError
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec (Linux): take SIGTERM when the pool's process dies.
+
+    A pool killed from outside (a time limit on `dvc repro`, a notebook kernel shut down)
+    runs no cleanup, and its children would otherwise train on as orphans; a resumed run
+    would then start a second process on the same job's checkpoints.
+    """
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the pool died before prctl took effect
+        os._exit(1)
 
 
 def run_processes(commands: dict[str, list[str]], concurrency: int, log_dir, *,
@@ -38,6 +56,8 @@ def run_processes(commands: dict[str, list[str]], concurrency: int, log_dir, *,
     running: dict[str, tuple[subprocess.Popen, object]] = {}
     done, failed = [], {}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    pid = os.getpid()
+    tie = (lambda: _die_with_parent(pid)) if sys.platform.startswith("linux") else None
     t0 = time.perf_counter()
     bar = tqdm(total=len(queue), desc=desc, disable=not progress, mininterval=2.0)
 
@@ -51,7 +71,8 @@ def run_processes(commands: dict[str, list[str]], concurrency: int, log_dir, *,
             while queue and may_start(queue[0]):
                 key = queue.pop(0)
                 log = open(log_dir / f"{key}.log", "w")
-                running[key] = (subprocess.Popen(commands[key], stdout=log, stderr=subprocess.STDOUT, env=env), log)
+                running[key] = (subprocess.Popen(commands[key], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                 preexec_fn=tie), log)
             time.sleep(poll_s)
             for key, (proc, log) in list(running.items()):
                 if proc.poll() is None:
