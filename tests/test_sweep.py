@@ -117,12 +117,12 @@ def test_job_overrides_start_prior_runs_from_their_prior(tmp_path):
 def test_scheduler_runs_big_jobs_alone():
     small, big = Job("train", "u", "16x1", 8, False, 0, 1e-3), Job("train", "ug", "1024x12", 8, False, 0, 1e-3)
     assert schedule_order([small, big])[0] == big
-    running = {"a": (None, small, None)}
+    running = [small]
     assert _fits(small, running, concurrency=2, solo_params=1e6)
-    assert not _fits(small, {"a": (None, small, None), "b": (None, small, None)}, 2, 1e6)
+    assert not _fits(small, [small, small], 2, 1e6)
     assert not _fits(big, running, 2, 1e6)
-    assert not _fits(small, {"a": (None, big, None)}, 2, 1e6)
-    assert _fits(big, {}, 2, 1e6)
+    assert not _fits(small, [big], 2, 1e6)
+    assert _fits(big, [], 2, 1e6)
 
 
 # ------------------------------------------------------------------ gaps

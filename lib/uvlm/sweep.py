@@ -147,6 +147,12 @@ def step_matched_axis(frame, n_max: int):
     return size_axis(summary[~summary.prior], n_max)
 
 
+def _size_points(g) -> str:
+    """'SIZE (PARAMS): gap [lo, hi] verdict; ...' along the size axis."""
+    return "; ".join(f"{r['size']} ({r.params / 1e6:.1f}M): {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] {r.verdict}"
+                     for _, r in g.sort_values("params").iterrows())
+
+
 def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str] = (), matched=None) -> str:
     """The verdict, written from the numbers (nothing here is typed in by hand)."""
     lines = [f"# Synergy sweep: verdict ({title})", "",
@@ -162,9 +168,7 @@ def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str
         lines += [f"## Size axis, {label}", ""]
         prim = primary_rows(by_size[by_size.prior == prior])
         for (task, subset), g in prim.groupby(["task", "subset"]):
-            pts = "; ".join(f"{r['size']} ({r.params / 1e6:.1f}M): {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] "
-                            f"{r.verdict}" for _, r in g.sort_values("params").iterrows())
-            lines.append(f"- **{task.upper()} {PRIMARY[task]}, {subset}**: {pts}")
+            lines.append(f"- **{task.upper()} {PRIMARY[task]}, {subset}**: {_size_points(g)}")
         pts = both.get(str(prior), [])
         lines += ["", (f"Positive synergy on both tasks (in-distribution, beyond the interval) at: "
                        + ", ".join(f"{p['size']} / {p['data_n']} examples" for p in pts)) if pts else
@@ -188,9 +192,7 @@ def verdict_text(cfg, by_size, by_data, both, lr_check, title, missing: list[str
                   "The isolated runs trained for twice the epochs, as many optimizer steps as the unified run; "
                   "every metric, in-distribution:", ""]
         for (task, metric), g in matched[matched.subset == "in_dist"].groupby(["task", "metric"]):
-            pts = "; ".join(f"{r['size']} ({r.params / 1e6:.1f}M): {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] "
-                            f"{r.verdict}" for _, r in g.sort_values("params").iterrows())
-            lines.append(f"- **{task.upper()} {metric}**: {pts}")
+            lines.append(f"- **{task.upper()} {metric}**: {_size_points(g)}")
     return "\n".join(lines) + "\n"
 
 

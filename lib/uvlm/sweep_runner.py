@@ -10,9 +10,8 @@ import json
 import sys
 
 from .process_pool import raise_failures as _raise_failures
-from .process_pool import run_processes
+from .process_pool import run_processes, threads_per_process
 from .sweep_plan import Job
-from .threads import available_cores
 
 
 def schedule_order(jobs: list[Job]) -> list[Job]:
@@ -27,26 +26,24 @@ def run_jobs(params: str, jobs: list[Job], concurrency: int, solo_params: float,
     Returns {"done": [...ids], "failed": {id: log path}, "wall_s": seconds}. Failures do not
     stop the others; the caller decides what a failure means.
     """
-    # Split the host's cores between the processes: on CPU they do the work, on a GPU they
-    # tokenise and launch kernels, and N processes of all-core thread pools thrash each other.
-    threads = max(1, available_cores() // max(1, concurrency))
+    threads = threads_per_process(concurrency)
     by_id = {j.id: j for j in schedule_order(jobs)}
     commands = {jid: [sys.executable, "-m", "uvlm.sweep_job", "--params", str(params),
                       "--job", json.dumps(j.to_dict()), "--threads", str(threads)] for jid, j in by_id.items()}
 
     def fits(jid: str, running: list[str]) -> bool:
-        return _fits(by_id[jid], {k: (None, by_id[k], None) for k in running}, concurrency, solo_params)
+        return _fits(by_id[jid], [by_id[k] for k in running], concurrency, solo_params)
 
     return run_processes(commands, concurrency, log_dir, fits=fits, progress=progress, desc="sweep jobs",
                          poll_s=poll_s)
 
 
-def _fits(job: Job, running: dict, concurrency: int, solo_params: float) -> bool:
+def _fits(job: Job, running: list[Job], concurrency: int, solo_params: float) -> bool:
     if not running:
         return True
     if job.approx_params() > solo_params:
         return False  # a big job waits for the device to be free
-    if any(j.approx_params() > solo_params for _, j, _ in running.values()):
+    if any(j.approx_params() > solo_params for j in running):
         return False
     return len(running) < concurrency
 

@@ -174,10 +174,9 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     import sys
 
     from .io import read_json
-    from .process_pool import raise_failures, run_processes
-    from .threads import available_cores
+    from .process_pool import raise_failures, run_processes, threads_per_process
 
-    threads = tc.threads or max(1, available_cores() // k)
+    threads = tc.threads or threads_per_process(k)
     commands = {f"seed{seed}": [sys.executable, "-m", "uvlm.train_cli", "--params", str(params_path),
                                 "--run", run_name, "--seed", str(seed), "--no-progress",
                                 "--set", f"train.threads={threads}"] for seed in tc.seeds}
