@@ -77,6 +77,19 @@ def _text_ids(tokenizer, text: str) -> list[int]:
     return ids
 
 
+def _text_ids_many(tokenizer, texts) -> dict[str, list[int]]:
+    """{text: ids} for many texts at once (the batch call runs in the tokenizer's Rust core)."""
+    texts = list(dict.fromkeys(texts))
+    if not texts:
+        return {}
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    unk = tokenizer.unk_token_id
+    for text, ids in zip(texts, encoded):
+        if unk is not None and unk in ids:
+            raise UVLMError(f"text tokenizer does not cover the text {text!r}: it maps a word to <unk>")
+    return dict(zip(texts, encoded))
+
+
 def encode_u(sys_ids, image_ids, instr_ids, answer_ids):
     """Token ids and segment ids of one U sample (answer already includes nothing special)."""
     ids = [BOS, *sys_ids, BOI, *image_ids, EOI, *instr_ids, *answer_ids, EOS]
@@ -116,15 +129,19 @@ def tokenize_split(task, records, codes, tokenizer, vocab: Vocab, system_prompt:
     if codes.size and int(codes.max()) >= vocab.codebook_size:
         raise UVLMError(f"image codes go up to {int(codes.max())} but the vocabulary holds "
                         f"{vocab.codebook_size} codes: the tokenizer does not match the model")
-    sys_ids = _text_ids(tokenizer, system_prompt)
+    # Every distinct text is encoded once, in one batch call: per-example calls took seconds.
+    fields = ("instruction", "answer") if task == "u" else ("prompt",)
+    known = _text_ids_many(tokenizer, [system_prompt, *{rec[f] for rec in records for f in fields}])
+    text_ids = known.__getitem__
+
+    sys_ids = text_ids(system_prompt)
+    image_rows = (np.asarray(codes).reshape(len(codes), -1).astype(np.int64) + vocab.image_token_start).tolist()
     rows, segs = [], []
-    for rec, grid in zip(records, codes):
-        image_ids = (np.asarray(grid).reshape(-1).astype(np.int64) + vocab.image_token_start).tolist()
+    for rec, image_ids in zip(records, image_rows):
         if task == "u":
-            ids, seg = encode_u(sys_ids, image_ids, _text_ids(tokenizer, rec["instruction"]),
-                                _text_ids(tokenizer, rec["answer"]))
+            ids, seg = encode_u(sys_ids, image_ids, text_ids(rec["instruction"]), text_ids(rec["answer"]))
         else:
-            ids, seg = encode_g(sys_ids, _text_ids(tokenizer, rec["prompt"]), image_ids)
+            ids, seg = encode_g(sys_ids, text_ids(rec["prompt"]), image_ids)
         rows.append(ids)
         segs.append(seg)
     return _pad(task, records, rows, segs, loss_on)
@@ -132,15 +149,21 @@ def tokenize_split(task, records, codes, tokenizer, vocab: Vocab, system_prompt:
 
 def _pad(task, records, rows, segs, loss_on) -> TokenizedSplit:
     n, L = len(rows), max(len(r) for r in rows)
-    input_ids = torch.full((n, L), PAD, dtype=torch.long)
-    labels = torch.full((n, L), IGNORE, dtype=torch.long)
-    segment_ids = torch.full((n, L), -1, dtype=torch.long)
+    # Filled in numpy and converted once: a torch.tensor per row took seconds per split.
+    input_ids = np.full((n, L), PAD, dtype=np.int64)
+    segment_ids = np.full((n, L), -1, dtype=np.int64)
     for i, (ids, seg) in enumerate(zip(rows, segs)):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        labels[i, :len(ids)] = torch.tensor(labels_for(ids, seg, loss_on))
-        segment_ids[i, :len(ids)] = torch.tensor(seg)
+        input_ids[i, :len(ids)] = ids
+        segment_ids[i, :len(seg)] = seg
+    # The same targets as labels_for, row by row.
+    if loss_on == "all":
+        labels = np.where(segment_ids >= 0, input_ids, IGNORE)
+        labels[:, 0] = IGNORE
+    else:
+        labels = np.where(segment_ids == S.OUTPUT, input_ids, IGNORE)
     lengths = torch.tensor([len(r) for r in rows])
-    return TokenizedSplit(input_ids, labels, segment_ids, lengths, task, records)
+    return TokenizedSplit(torch.from_numpy(input_ids), torch.from_numpy(labels), torch.from_numpy(segment_ids),
+                          lengths, task, records)
 
 
 # ----------------------------------------------------------------------------- on disk

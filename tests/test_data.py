@@ -1,0 +1,57 @@
+"""Tokenised splits: the batched fast path gives exactly the row-by-row layout."""
+import pytest
+import torch
+
+from uvlm.config import load_config
+from uvlm.data import (IGNORE, PAD, _text_ids, encode_g, encode_u, labels_for, load_text_tokenizer,
+                       read_codes, read_records, tokenize_split)
+from uvlm.errors import UVLMError
+from uvlm.run_setup import vocab_for
+
+
+def reference_rows(task, records, codes, tokenizer, vocab, system_prompt):
+    """The layout one example at a time, as data.py documents it."""
+    sys_ids = _text_ids(tokenizer, system_prompt)
+    for rec, grid in zip(records, codes):
+        image_ids = [int(c) + vocab.image_token_start for c in grid.reshape(-1)]
+        if task == "u":
+            yield encode_u(sys_ids, image_ids, _text_ids(tokenizer, rec["instruction"]),
+                           _text_ids(tokenizer, rec["answer"]))
+        else:
+            yield encode_g(sys_ids, _text_ids(tokenizer, rec["prompt"]), image_ids)
+
+
+@pytest.mark.parametrize("loss_on", ["output", "all"])
+@pytest.mark.parametrize("task,split", [("u", "u_train"), ("g", "g_train"), ("u", "u_test")])
+def test_tokenize_split_matches_row_by_row(tiny_world, task, split, loss_on):
+    cfg = load_config(tiny_world)
+    vocab, tokenizer = vocab_for(cfg)
+    records = read_records(cfg.paths.data / "world", split)
+    codes = read_codes(cfg.paths.data / "tokenizer", split)
+    got = tokenize_split(task, records, codes, tokenizer, vocab, cfg.world.system_prompt, loss_on=loss_on)
+    rows = list(reference_rows(task, records, codes, tokenizer, vocab, cfg.world.system_prompt))
+    assert len(got) == len(rows) == len(records)
+    assert got.lengths.tolist() == [len(ids) for ids, _ in rows]
+    for i, (ids, seg) in enumerate(rows):
+        n = len(ids)
+        assert got.input_ids[i, :n].tolist() == ids
+        assert got.segment_ids[i, :n].tolist() == seg
+        assert got.labels[i, :n].tolist() == labels_for(ids, seg, loss_on)
+        assert (got.input_ids[i, n:] == PAD).all() and (got.labels[i, n:] == IGNORE).all()
+        assert (got.segment_ids[i, n:] == -1).all()
+    assert got.input_ids.dtype == got.labels.dtype == torch.long
+
+
+def test_uncovered_word_is_named(tiny_world):
+    cfg = load_config(tiny_world)
+    vocab, tokenizer = vocab_for(cfg)
+    records = read_records(cfg.paths.data / "world", "g_val")[:2]
+    codes = read_codes(cfg.paths.data / "tokenizer", "g_val")[:2]
+    records[1] = dict(records[1], prompt="a zebra")
+    with pytest.raises(UVLMError, match="zebra"):
+        tokenize_split("g", records, codes, tokenizer, vocab, cfg.world.system_prompt)
+
+
+def test_tokenizer_loads_from_world_dir(tiny_world):
+    cfg = load_config(tiny_world)
+    assert len(load_text_tokenizer(cfg.paths.data / "world")) > 10
