@@ -14,7 +14,7 @@ set -u
 OUT=${OUT:-figures/gpu}
 LIMIT=${LIMIT_S:-560}
 mkdir -p "$OUT" data
-sed -i 's/^preset: cpu/preset: gpu/' params.yaml
+sed -i 's/^preset: cpu/preset: gpu/; s/^  enabled: null/  enabled: true/' params.yaml
 [ -n "${STEP_MATCHED:-}" ] && sed -i 's/^  step_matched: null/  step_matched: true/' params.yaml
 git rev-parse --git-dir >/dev/null 2>&1 || dvc config --local core.no_scm true
 # A copy of the tree replaces dvc.lock on every call; keep the gpu one beside the (kept) data.
