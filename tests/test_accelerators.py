@@ -243,3 +243,68 @@ def test_gradients_match_the_reference(kind, plan):
     assert got.keys() == expected.keys()
     for name in got:
         torch.testing.assert_close(got[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
+
+
+# ----------------------------------------------------------------------------- HiMix kernels
+def aligned_u_batch(B=3, seed=1, pad_last=0):
+    """U rows with the image block at the same index in every row (a shared system prompt)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.cat([torch.randint(6, N_TEXT, (B, 5), generator=g),
+                     torch.randint(N_TEXT, N_TEXT + N_CODES, (B, 8), generator=g),
+                     torch.randint(6, N_TEXT, (B, 6), generator=g)], 1)
+    if pad_last:
+        ids[-1, -pad_last:] = 0  # right padding (PAD is a text id), as training batches have
+    return ids
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@pytest.mark.parametrize("start", [0, 2])
+@pytest.mark.parametrize("pad_last", [0, 3])
+def test_himix_split_kernel_matches_mask_kernel_and_reference(n_kv_heads, start, pad_last):
+    from uvlm.attention_ops import use_himix_kernel
+
+    model = tiny_model(n_kv_heads=n_kv_heads)
+    ids = aligned_u_batch(pad_last=pad_last)
+    labels = ids.clone()
+    plan = [LayerMode("full")] * start + [LayerMode("himix", "img")] * (L_LAYERS - start)
+    grads = {}
+    for kernel in ("mask", "split"):
+        model.zero_grad(set_to_none=True)
+        with use_himix_kernel(kernel):
+            model(ids, labels=labels, plan=plan).loss.backward()
+            with torch.no_grad():
+                logits = model(ids, plan=plan).logits
+        grads[kernel] = (logits, [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    with torch.no_grad():
+        ref = reference_logits(model, ids, plan)
+    torch.testing.assert_close(grads["split"][0], _text_rows(ref, ids), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads["split"][0], grads["mask"][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads["split"][1], grads["mask"][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_himix_split_kernel_uses_the_prefix_only_when_rows_agree():
+    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.layout import TokenLayout
+
+    model = tiny_model()
+    aligned = TokenLayout(aligned_u_batch(), N_TEXT, model.rope_inv_freq)
+    rolled = TokenLayout(batch("u"), N_TEXT, model.rope_inv_freq)
+    with use_himix_kernel("split"):
+        assert aligned.spec("himix").prefix == 5 and aligned.spec("himix").mask is None
+        assert rolled.spec("himix").prefix is None and rolled.spec("himix").mask is not None
+    assert TokenLayout(aligned_u_batch(), N_TEXT, model.rope_inv_freq).spec("himix").prefix is None  # default: mask
+    with use_himix_kernel("split"), torch.no_grad():  # the fallback still computes HiMix exactly
+        plan = [LayerMode("himix", "img")] * L_LAYERS
+        ids = batch("u")
+        torch.testing.assert_close(model(ids, plan=plan).logits, _text_rows(reference_logits(model, ids, plan), ids),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_himix_kernel_rejects_unknown_names():
+    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="split"):
+        with use_himix_kernel("flex"):
+            pass

@@ -41,7 +41,9 @@ one() {
     d1024e) bench d1024e 80 --batch-size 128 --plans u_himix --profile "${D1024[@]}" ;;
     d1024) bench d1024 170 --compile --batch-size 128 --plans u_himix --profile "${D1024[@]}" ;;
     d1024g) bench d1024g 170 --compile --batch-size 128 --plans g_hmgen_k3,g_hmgen_k5 --profile "${D1024[@]}" ;;
-    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g"; return 2 ;;
+    # HiMix's two attention kernels side by side at ~200M, compiled (uvlm.attention_ops.HIMIX_KERNELS).
+    himix) bench himix 240 --compile --batch-size 128 --plans u_himix --compare himix --profile "${D1024[@]}" ;;
+    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(eager compile d768 ksweep); fi

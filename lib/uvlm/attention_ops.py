@@ -7,6 +7,7 @@ causally exactly as the full sequence would.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -63,6 +64,9 @@ class AttnSpec:
     q_idx: torch.Tensor
     k_idx: torch.Tensor
     _bias: Optional[dict] = None
+    # HiMix "split" kernel (see HIMIX_KERNELS): keys in sequence order, the first ``prefix``
+    # query rows precede the image; set only with mask None.
+    prefix: Optional[int] = None
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor:
         """The mask as an additive float tensor, made once per forward call and dtype.
@@ -79,6 +83,35 @@ class AttnSpec:
             padded[..., :Lk].masked_fill_(self.mask, 0.0)
             self._bias[dtype] = padded[..., :Lk]
         return self._bias[dtype]
+
+
+# How HiMix layers attend (text queries over image + text keys):
+#   mask:  keys as [image; text], one SDPA call with a materialised causal mask (a float bias on
+#          CUDA), which rules out the flash kernel;
+#   split: keys in sequence order and two mask-free calls: the text before the image attends
+#          causally to itself, the text after it attends to every earlier key, a lower-right
+#          causal pattern that SDPA's fused kernels take without a mask tensor.
+# Both compute the same attention (tests/test_accelerators.py). ``mask`` is the default: the
+# split kernel's speed has not yet been measured on a GPU (python -m uvlm.bench --compare himix).
+HIMIX_KERNELS = ("mask", "split")
+_himix_kernel = ["mask"]
+
+
+def himix_kernel() -> str:
+    return _himix_kernel[0]
+
+
+@contextlib.contextmanager
+def use_himix_kernel(kind: str):
+    """Run HiMix layers with attention ``kind`` (one of HIMIX_KERNELS) inside the block."""
+    if kind not in HIMIX_KERNELS:
+        from .errors import ConfigError
+        raise ConfigError("himix kernel", kind, f"one of {list(HIMIX_KERNELS)}")
+    before, _himix_kernel[0] = _himix_kernel[0], kind
+    try:
+        yield
+    finally:
+        _himix_kernel[0] = before
 
 
 def causal_mask(q_idx: torch.Tensor, k_idx: torch.Tensor, k_valid: Optional[torch.Tensor]) -> torch.Tensor:
@@ -108,6 +141,8 @@ def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnC
     n_rep = q.shape[1] // k.shape[1]
     if callback is not None:
         return _eager(q, k, v, spec, layer_idx, callback, n_rep)
+    if spec.prefix is not None:
+        return _attend_split(q, k, v, spec.prefix, n_rep)
     if spec.mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)
     if q.is_cuda:
@@ -116,6 +151,22 @@ def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnC
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.bias(q.dtype))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.mask, enable_gqa=n_rep > 1)
+
+
+def _attend_split(q, k, v, prefix: int, n_rep: int):
+    """HiMix's split kernel: q = text rows (prefix first), k/v = every row in sequence order."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    Lq, Lk = q.shape[2], k.shape[2]
+    parts = []
+    if prefix > 0:  # the text before the image: keys are exactly the first ``prefix`` rows
+        parts.append(F.scaled_dot_product_attention(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix],
+                                                    is_causal=True))
+    if Lq > prefix:  # suffix row s sits at sequence index Lk - (Lq - prefix) + s: lower-right causal
+        parts.append(F.scaled_dot_product_attention(q[:, :, prefix:], k, v,
+                                                    attn_mask=causal_lower_right(Lq - prefix, Lk)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
 def _eager(q, k, v, spec: AttnSpec, layer_idx: int, callback: AttnCallback, n_rep: int):

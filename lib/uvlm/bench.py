@@ -49,6 +49,7 @@ from . import plans as P
 from .config import PRESETS, RunSpec, load_config, resolve
 from .data import BOI, BOS, EOI, EOS, IGNORE, PAD, Vocab
 from .errors import ConfigError, UVLMError
+from .attention_ops import HIMIX_KERNELS, use_himix_kernel
 from .flops import plan_flops
 from .io import write_json, write_text
 from .run_setup import accel_settings, model_config, run_plans
@@ -60,6 +61,7 @@ KNOBS = {  # compare=KNOB: the values it runs; the first is the reference ("with
     "precision": ("fp32", "bf16"),
     "optimizer": ("loop", "foreach", "fused"),
     "sdpa": ("math", "auto"),
+    "himix": HIMIX_KERNELS,  # HiMix attention: one masked call, or two mask-free calls
 }
 GPU_SDPA = ("efficient", "flash", "cudnn")  # more kernels a GPU comparison of sdpa runs
 # The run grid of params.yaml, used when the params file defines no runs (a bare preset).
@@ -93,6 +95,7 @@ class BenchConfig:
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
     optimizer: str = field(default="auto", metadata=rule(choices=("auto", "loop", "foreach", "fused")))
     sdpa: str = field(default="auto", metadata=rule(choices=("auto", "math", "flash", "efficient", "cudnn")))
+    himix: str = field(default="mask", metadata=rule(choices=HIMIX_KERNELS))  # HiMix attention kernel
     compare: Optional[str] = field(default=None, metadata=rule(choices=tuple(KNOBS)))
     plans: Optional[list[str]] = None  # run names; None = the whole grid (baselines always come along)
     device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
@@ -112,6 +115,7 @@ class Setting:
     precision: str
     optimizer: str
     sdpa: str
+    himix: str = "mask"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,12 +247,12 @@ class Variant:
 
     def _contexts(self, device):
         amp = torch.autocast(device, dtype=torch.bfloat16, enabled=self.setting.precision == "bf16")
-        return amp, sdpa_context(self.setting.sdpa)
+        return amp, sdpa_context(self.setting.sdpa), use_himix_kernel(self.setting.himix)
 
     def train_step(self, device: str) -> None:
         for batch, plan in self.parts:
-            amp, sdpa = self._contexts(device)
-            with amp, sdpa:
+            amp, sdpa, himix = self._contexts(device)
+            with amp, sdpa, himix:
                 out = self.step_fn(batch.input_ids, labels=batch.labels, plan=plan, loss_reduction="sum_per_sample")
             (out.loss.sum() / batch.n_targets).backward()  # outside autocast, as in training
             if self.grad_clip > 0:
@@ -293,8 +297,8 @@ class Variant:
         total = 0
         for batch, plan in self.parts:
             seen.clear()
-            amp, sdpa = self._contexts(device)
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp, sdpa:
+            amp, sdpa, himix = self._contexts(device)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp, sdpa, himix:
                 out = self.model(batch.input_ids, labels=batch.labels, plan=plan, loss_reduction="sum_per_sample")
             total = max(total, sum(seen.values()))
             del out
@@ -344,7 +348,8 @@ def select_runs(runs: dict, wanted: Optional[list[str]]) -> list[str]:
 
 
 def settings_of(opts: BenchConfig, device: str, notes: list) -> list[Setting]:
-    base = Setting(opts.compile, resolve_precision(opts.precision, device, notes), opts.optimizer, opts.sdpa)
+    base = Setting(opts.compile, resolve_precision(opts.precision, device, notes), opts.optimizer, opts.sdpa,
+                   opts.himix)
     if opts.compare is None:
         return [base]
     values = list(KNOBS[opts.compare]) + (list(GPU_SDPA) if opts.compare == "sdpa" and device == "cuda" else [])

@@ -162,10 +162,14 @@ class DecoderLayer(nn.Module):
         # norm(e) @ W^T = e_hat @ (W * g)^T: fold this layer's norm gain into the image K/V
         # weight so the (B, M, d) image inputs are normalised once per forward, not per layer.
         w_img = self.attn.kv_weight(image_proj) * self.attn_norm.weight
-        # Keys/values in [image; text] order: one concatenation, one RoPE pass for all keys.
-        kv = torch.cat((F.linear(ctx.image_inputs, w_img), qkv[..., self.attn.q_dim:]), dim=1)
+        kv_image, kv_text = F.linear(ctx.image_inputs, w_img), qkv[..., self.attn.q_dim:]
+        P = lay.spec("himix").prefix
+        if P is None:  # keys/values in [image; text] order: one concatenation, one RoPE pass
+            kv, key_rows = torch.cat((kv_image, kv_text), dim=1), "himix_keys"
+        else:  # the split kernel: keys in sequence order, the image block after P text rows
+            kv, key_rows = torch.cat((kv_text[:, :P], kv_image, kv_text[:, P:]), dim=1), "all"
         k, v = self.attn.split_kv(kv)
-        k = apply_rope(k, *lay.rope("himix_keys", k.dtype))
+        k = apply_rope(k, *lay.rope(key_rows, k.dtype))
         q = self.attn.heads(qkv[..., :self.attn.q_dim], self.attn.n_heads)
         q = apply_rope(q, *lay.rope("text", q.dtype))
         h = h + self._attend(q, k, v, "himix", "all", layer_idx, ctx)

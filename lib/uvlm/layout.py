@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from .attention_ops import AttnSpec, causal_mask, rope_tables, signed_sin
+from .attention_ops import AttnSpec, causal_mask, himix_kernel, rope_tables, signed_sin
 from .kv_cache import KVCache
 from .row_ops import gather_rows, permute_rows
 
@@ -148,6 +148,18 @@ class TokenLayout:
             self._rope[key] = (cos.unsqueeze(1).to(dtype), signed_sin(sin).unsqueeze(1).to(dtype))
         return self._rope[key]
 
+    def _himix_prefix(self) -> Optional[int]:
+        """Text rows before the image when every row has one contiguous image block starting at
+        the same index (HiMix's split kernel needs that); else None, and the mask is used."""
+        if self.M == 0:
+            return None
+        is_image = self.input_ids >= self.image_token_start
+        first = is_image.int().argmax(1)
+        starts = is_image[:, 1:] & ~is_image[:, :-1]
+        blocks = starts.sum(1) + is_image[:, 0]
+        lo, hi, most = torch.stack((first.min(), first.max(), blocks.max())).tolist()  # one host sync
+        return lo if lo == hi and most == 1 else None
+
     # -- attention specs ------------------------------------------------------------------------
     def spec(self, kind: str) -> AttnSpec:
         """Masks and indices for 'full' (all->all), 'text' (text->text) and 'himix'
@@ -170,6 +182,11 @@ class TokenLayout:
             if self.cache is not None:
                 raise NotImplementedError("HiMix layers do not support a KV cache")
             q_idx = self.text(self.seq_idx)
+            prefix = self._himix_prefix() if himix_kernel() == "split" and valid is None else None
+            if prefix is not None:
+                spec = AttnSpec(mask=None, q_idx=q_idx, k_idx=self.seq_idx, prefix=prefix)
+                self._specs[kind] = spec
+                return spec
             k_idx = torch.cat((self.image(self.seq_idx), q_idx), dim=1)
             k_valid = None if valid is None else torch.cat((self.image(valid), self.text(valid)), dim=1)
             simple = self.simple and self.M == 0
