@@ -308,3 +308,16 @@ def test_himix_kernel_rejects_unknown_names():
     with pytest.raises(ConfigError, match="split"):
         with use_himix_kernel("flex"):
             pass
+
+
+def test_split_kernel_prefix_comes_with_the_forward_pass_single_host_sync():
+    from uvlm.attention_ops import use_himix_kernel
+
+    model = tiny_model()
+    plan = [LayerMode("himix", "img")] * L_LAYERS
+    ids = aligned_u_batch()
+    assert model._host_counts(ids, ids, plan)[2] == "unknown"  # the masked kernel needs no prefix
+    with use_himix_kernel("split"):
+        assert model._host_counts(ids, ids, plan)[2] == 5
+        assert model._host_counts(batch("u"), None, plan)[2] is None  # rows disagree: the mask is used
+        assert model._host_counts(ids, None, [LayerMode("full")] * L_LAYERS)[2] == "unknown"  # no HiMix layer

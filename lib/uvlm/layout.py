@@ -24,11 +24,12 @@ from .row_ops import gather_rows, permute_rows
 class TokenLayout:
     def __init__(self, input_ids: torch.Tensor, image_token_start: int, inv_freq: torch.Tensor,
                  attention_mask: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None,
-                 text_keys: bool = False, image_counts: Optional[list] = None):
+                 text_keys: bool = False, image_counts: Optional[list] = None, himix_prefix="unknown"):
         B, L = input_ids.shape
         self.B, self.L, self.device = B, L, input_ids.device
         self.input_ids, self.image_token_start = input_ids, image_token_start
         self._image_counts = image_counts  # per-row image-token counts, if the caller synced them
+        self._himix_prefix_known = himix_prefix  # text rows before the image, if the caller synced it
         self.cache = cache
         valid = None
         if attention_mask is not None:
@@ -153,6 +154,8 @@ class TokenLayout:
         the same index (HiMix's split kernel needs that); else None, and the mask is used."""
         if self.M == 0:
             return None
+        if self._himix_prefix_known != "unknown":
+            return self._himix_prefix_known
         is_image = self.input_ids >= self.image_token_start
         first = is_image.int().argmax(1)
         starts = is_image[:, 1:] & ~is_image[:, :-1]

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import schema
-from .attention_ops import AttnCallback, rope_inv_freq
+from .attention_ops import AttnCallback, himix_kernel, rope_inv_freq
 from .errors import CheckpointError, ConfigError
 from .io import load_tensors, save_tensors, write_json
 from .kv_cache import KVCache
@@ -195,9 +195,10 @@ class UVLM(nn.Module):
             if has_himix:
                 raise NotImplementedError("HiMix plans are scored teacher-forced; they take no KV cache")
             kv_cache.bind_plan(plan)
-        counts, n_targets = self._host_counts(input_ids, labels, plan)
+        counts, n_targets, prefix = self._host_counts(input_ids, labels, plan)
         layout = TokenLayout(input_ids, cfg.image_token_start, self.rope_inv_freq, attention_mask, kv_cache,
-                             text_keys=any(m.mode == "shallow" for m in plan), image_counts=counts)
+                             text_keys=any(m.mode == "shallow" for m in plan), image_counts=counts,
+                             himix_prefix=prefix)
         ctx = LayerContext(layout, kv_cache, attn_callback)
 
         h = embeddings = self.tok_emb(input_ids)
@@ -226,22 +227,36 @@ class UVLM(nn.Module):
 
     def _host_counts(self, input_ids, labels, plan):
         """The sizes that shape this call's tensors, fetched in ONE host sync up front: the
-        image-token count of every row (to gather text rows) and the number of loss targets
-        (to run the LM head on them only). Syncing before any work is queued costs little."""
+        image-token count of every row (to gather text rows), the number of loss targets (to
+        run the LM head on them only) and, for HiMix's split kernel, where the image block
+        starts. Syncing before any work is queued costs little.
+
+        -> (counts or None, n_targets or None, himix prefix: "unknown" when not fetched)
+        """
         is_image = input_ids >= self.config.image_token_start
+        B = input_ids.shape[0]
         parts = []
         if not is_vanilla(plan):
             parts.append(is_image.sum(1))
+        split = any(m.mode == "himix" for m in plan) and himix_kernel() == "split"
+        if split:  # one image block per row, starting at the same index in every row?
+            first = is_image.int().argmax(1)
+            blocks = (is_image[:, 1:] & ~is_image[:, :-1]).sum(1) + is_image[:, 0]
+            parts.append(torch.stack((first.min(), first.max(), blocks.max())))
         if labels is not None:
             targets = labels[:, 1:] != -100
             if any(m.mode == "himix" for m in plan):  # predictions from image rows do not exist
                 targets = targets & ~is_image[:, :-1]
             parts.append(targets.sum()[None])
         if not parts:
-            return None, None
+            return None, None, "unknown"
         values = torch.cat(parts).tolist()
-        counts = values[:input_ids.shape[0]] if not is_vanilla(plan) else None
-        return counts, (values[-1] if labels is not None else None)
+        counts = values[:B] if not is_vanilla(plan) else None
+        prefix = "unknown"
+        if split:
+            lo, hi, most = values[B:B + 3]
+            prefix = lo if lo == hi and most == 1 else None
+        return counts, (values[-1] if labels is not None else None), prefix
 
     def vanilla_plan(self) -> list[LayerMode]:
         return [LayerMode("full") for _ in range(self.config.n_layers)]
