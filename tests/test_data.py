@@ -2,23 +2,33 @@
 import pytest
 import torch
 
+from uvlm import segments as S
 from uvlm.config import load_config
-from uvlm.data import (IGNORE, PAD, _text_ids, encode_g, encode_u, labels_for, load_text_tokenizer,
+from uvlm.data import (IGNORE, PAD, encode_g, encode_u, load_text_tokenizer,
                        read_codes, read_records, tokenize_split)
 from uvlm.errors import UVLMError
 from uvlm.run_setup import vocab_for
 
 
+def labels_for(ids, seg, loss_on: str):
+    """Targets aligned with inputs (the model shifts). Loss on OUTPUT tokens, or all."""
+    if loss_on == "all":
+        return [t if i > 0 else IGNORE for i, t in enumerate(ids)]
+    return [t if s == S.OUTPUT else IGNORE for t, s in zip(ids, seg)]
+
+
 def reference_rows(task, records, codes, tokenizer, vocab, system_prompt):
-    """The layout one example at a time, as data.py documents it."""
-    sys_ids = _text_ids(tokenizer, system_prompt)
+    """The layout one example at a time, as data.py documents it, one tokenizer call per text."""
+    def ids_of(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    sys_ids = ids_of(system_prompt)
     for rec, grid in zip(records, codes):
         image_ids = [int(c) + vocab.image_token_start for c in grid.reshape(-1)]
         if task == "u":
-            yield encode_u(sys_ids, image_ids, _text_ids(tokenizer, rec["instruction"]),
-                           _text_ids(tokenizer, rec["answer"]))
+            yield encode_u(sys_ids, image_ids, ids_of(rec["instruction"]), ids_of(rec["answer"]))
         else:
-            yield encode_g(sys_ids, _text_ids(tokenizer, rec["prompt"]), image_ids)
+            yield encode_g(sys_ids, ids_of(rec["prompt"]), image_ids)
 
 
 @pytest.mark.parametrize("loss_on", ["output", "all"])

@@ -70,11 +70,7 @@ class TokenizedSplit:
 
 
 def _text_ids(tokenizer, text: str) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    unk = tokenizer.unk_token_id
-    if unk is not None and unk in ids:
-        raise UVLMError(f"text tokenizer does not cover the text {text!r}: it maps a word to <unk>")
-    return ids
+    return _text_ids_many(tokenizer, [text])[text]
 
 
 def _text_ids_many(tokenizer, texts) -> dict[str, list[int]]:
@@ -109,13 +105,6 @@ def encode_g(sys_ids, prompt_ids, image_ids):
 def g_prompt_ids(tokenizer, system_prompt: str, prompt: str) -> list[int]:
     """The conditioning prefix of a G sample, ending in <boi>: what generation starts from."""
     return [BOS, *_text_ids(tokenizer, system_prompt), *_text_ids(tokenizer, prompt), BOI]
-
-
-def labels_for(ids, seg, loss_on: str):
-    """Targets aligned with inputs (the model shifts). Loss on OUTPUT tokens, or all."""
-    if loss_on == "all":
-        return [t if i > 0 else IGNORE for i, t in enumerate(ids)]
-    return [t if s == S.OUTPUT else IGNORE for t, s in zip(ids, seg)]
 
 
 def tokenize_split(task, records, codes, tokenizer, vocab: Vocab, system_prompt: str,
@@ -155,7 +144,7 @@ def _pad(task, records, rows, segs, loss_on) -> TokenizedSplit:
     for i, (ids, seg) in enumerate(zip(rows, segs)):
         input_ids[i, :len(ids)] = ids
         segment_ids[i, :len(seg)] = seg
-    # The same targets as labels_for, row by row.
+    # Targets aligned with inputs (the model shifts): OUTPUT tokens, or every token but the first.
     if loss_on == "all":
         labels = np.where(segment_ids >= 0, input_ids, IGNORE)
         labels[:, 0] = IGNORE

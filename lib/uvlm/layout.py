@@ -21,15 +21,35 @@ from .kv_cache import KVCache
 from .row_ops import gather_rows, permute_rows
 
 
+PREFIX_UNKNOWN = "unknown"  # the HiMix prefix has not been fetched yet
+
+
+def image_block_stats(is_image: torch.Tensor) -> torch.Tensor:
+    """(earliest and latest first image index over rows, most image blocks in one row), one
+    tensor so that a caller can fetch it in the same host sync as other sizes."""
+    first = is_image.int().argmax(1)
+    blocks = (is_image[:, 1:] & ~is_image[:, :-1]).sum(1) + is_image[:, 0]
+    return torch.stack((first.min(), first.max(), blocks.max()))
+
+
+def image_block_prefix(stats: list[int]) -> Optional[int]:
+    """The text rows before the image when every row has one contiguous image block starting
+    at the same index (what HiMix's split kernel needs); else None, and the mask is used."""
+    lo, hi, most = stats
+    return lo if lo == hi and most == 1 else None
+
+
 class TokenLayout:
     def __init__(self, input_ids: torch.Tensor, image_token_start: int, inv_freq: torch.Tensor,
                  attention_mask: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None,
-                 text_keys: bool = False, image_counts: Optional[list] = None, himix_prefix="unknown"):
+                 text_keys: bool = False, image_counts: Optional[list] = None,
+                 himix_prefix: Optional[int] | str = PREFIX_UNKNOWN):
         B, L = input_ids.shape
         self.B, self.L, self.device = B, L, input_ids.device
         self.input_ids, self.image_token_start = input_ids, image_token_start
         self._image_counts = image_counts  # per-row image-token counts, if the caller synced them
-        self._himix_prefix_known = himix_prefix  # text rows before the image, if the caller synced it
+        # Text rows before the image, if the caller synced it (None: no single prefix).
+        self._himix_prefix_known = himix_prefix
         self.cache = cache
         valid = None
         if attention_mask is not None:
@@ -150,18 +170,13 @@ class TokenLayout:
         return self._rope[key]
 
     def _himix_prefix(self) -> Optional[int]:
-        """Text rows before the image when every row has one contiguous image block starting at
-        the same index (HiMix's split kernel needs that); else None, and the mask is used."""
+        """Text rows before the image, for HiMix's split kernel (see :func:`image_block_prefix`)."""
         if self.M == 0:
             return None
-        if self._himix_prefix_known != "unknown":
-            return self._himix_prefix_known
-        is_image = self.input_ids >= self.image_token_start
-        first = is_image.int().argmax(1)
-        starts = is_image[:, 1:] & ~is_image[:, :-1]
-        blocks = starts.sum(1) + is_image[:, 0]
-        lo, hi, most = torch.stack((first.min(), first.max(), blocks.max())).tolist()  # one host sync
-        return lo if lo == hi and most == 1 else None
+        if self._himix_prefix_known == PREFIX_UNKNOWN:
+            is_image = self.input_ids >= self.image_token_start
+            self._himix_prefix_known = image_block_prefix(image_block_stats(is_image).tolist())  # a host sync
+        return self._himix_prefix_known
 
     # -- attention specs ------------------------------------------------------------------------
     def spec(self, kind: str) -> AttnSpec:

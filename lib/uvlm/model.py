@@ -31,7 +31,7 @@ from .errors import CheckpointError, ConfigError
 from .io import load_tensors, save_tensors, write_json
 from .kv_cache import KVCache
 from .layers import DecoderLayer, LayerContext, RMSNorm, rms_normalize
-from .layout import TokenLayout
+from .layout import PREFIX_UNKNOWN, TokenLayout, image_block_prefix, image_block_stats
 from .row_ops import gather_rows
 from .plans import LayerMode, is_vanilla, plan_proj_sets, validate_plan
 from .schema import rule
@@ -231,7 +231,7 @@ class UVLM(nn.Module):
         run the LM head on them only) and, for HiMix's split kernel, where the image block
         starts. Syncing before any work is queued costs little.
 
-        -> (counts or None, n_targets or None, himix prefix: "unknown" when not fetched)
+        -> (counts or None, n_targets or None, himix prefix: PREFIX_UNKNOWN when not fetched)
         """
         is_image = input_ids >= self.config.image_token_start
         B = input_ids.shape[0]
@@ -239,23 +239,18 @@ class UVLM(nn.Module):
         if not is_vanilla(plan):
             parts.append(is_image.sum(1))
         split = any(m.mode == "himix" for m in plan) and himix_kernel() == "split"
-        if split:  # one image block per row, starting at the same index in every row?
-            first = is_image.int().argmax(1)
-            blocks = (is_image[:, 1:] & ~is_image[:, :-1]).sum(1) + is_image[:, 0]
-            parts.append(torch.stack((first.min(), first.max(), blocks.max())))
+        if split:
+            parts.append(image_block_stats(is_image))
         if labels is not None:
             targets = labels[:, 1:] != -100
             if any(m.mode == "himix" for m in plan):  # predictions from image rows do not exist
                 targets = targets & ~is_image[:, :-1]
             parts.append(targets.sum()[None])
         if not parts:
-            return None, None, "unknown"
+            return None, None, PREFIX_UNKNOWN
         values = torch.cat(parts).tolist()
         counts = values[:B] if not is_vanilla(plan) else None
-        prefix = "unknown"
-        if split:
-            lo, hi, most = values[B:B + 3]
-            prefix = lo if lo == hi and most == 1 else None
+        prefix = image_block_prefix(values[B:B + 3]) if split else PREFIX_UNKNOWN
         return counts, (values[-1] if labels is not None else None), prefix
 
     def vanilla_plan(self) -> list[LayerMode]:

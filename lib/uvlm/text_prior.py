@@ -21,18 +21,19 @@ import torch
 
 from . import segments as SEG
 from .batching import batch_indices
-from .data import BOS, EOS, _pad, _text_ids, read_records
+from .data import BOS, EOS, _pad, _text_ids_many, read_records
 from .io import write_json
 
 
 def text_rows(tokenizer, system_prompt: str, records_u, records_g):
     """Token ids and segment ids of the text-only sequences."""
-    sys_ids = _text_ids(tokenizer, system_prompt)
-    rows, segs = [], []
     texts = [(r["instruction"], r["answer"]) for r in records_u] + [(r["prompt"], None) for r in records_g]
+    known = _text_ids_many(tokenizer, [system_prompt, *(t for pair in texts for t in pair if t is not None)])
+    sys_ids = known[system_prompt]
+    rows, segs = [], []
     for first, second in texts:
-        a = _text_ids(tokenizer, first)
-        b = _text_ids(tokenizer, second) if second is not None else []
+        a = known[first]
+        b = known[second] if second is not None else []
         ids = [BOS, *sys_ids, *a, *b, EOS]
         seg = [SEG.SYSTEM] * (1 + len(sys_ids)) + [SEG.INSTRUCTION] * len(a) + [SEG.OUTPUT] * (len(b) + 1)
         rows.append(ids)

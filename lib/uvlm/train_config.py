@@ -44,9 +44,10 @@ class TrainConfig:
     # From a shell, `accelerate launch --num_processes N -m uvlm.train_cli` does the same.
     num_processes: int = field(default=1, metadata=rule(ge=1))
     # Seeds of one run trained at once, each in its own process on the one device (notebook 03
-    # and the train stage). A small model leaves a GPU idle between host-bound steps, and side by
-    # side the seeds fill it (six 22M runs: 2.6x the throughput, figures/gpu/sweep/). On CPU the
-    # cores are split between them, which gains little. Ignored when num_processes > 1.
+    # and the train stage). A model that leaves a GPU idle between host-bound steps gains most
+    # (six small sweep jobs: 2.6x the throughput); the gpu preset's 22M model already keeps an
+    # H100 busy, and three seeds gave 1.16-1.24x (figures/gpu/README.md). On CPU the cores are
+    # split between them, which gains little. Ignored when num_processes > 1.
     parallel_seeds: int = field(default=1, metadata=rule(ge=1, le=16))
     # torch CPU threads (0: every core this process may use). Training owns the machine while
     # `dvc repro` runs it (stages run one at a time), and 2 threads ran 1.7-2.3x faster than 1 on
