@@ -316,8 +316,21 @@ def test_split_kernel_prefix_comes_with_the_forward_pass_single_host_sync():
     model = tiny_model()
     plan = [LayerMode("himix", "img")] * L_LAYERS
     ids = aligned_u_batch()
-    assert model._host_counts(ids, ids, plan)[2] == "unknown"  # the masked kernel needs no prefix
+    assert model.host_sizes(ids, ids, plan)[2] == "unknown"  # the masked kernel needs no prefix
     with use_himix_kernel("split"):
-        assert model._host_counts(ids, ids, plan)[2] == 5
-        assert model._host_counts(batch("u"), None, plan)[2] is None  # rows disagree: the mask is used
-        assert model._host_counts(ids, None, [LayerMode("full")] * L_LAYERS)[2] == "unknown"  # no HiMix layer
+        assert model.host_sizes(ids, ids, plan)[2] == 5
+        assert model.host_sizes(batch("u"), None, plan)[2] is None  # rows disagree: the mask is used
+        assert model.host_sizes(ids, None, [LayerMode("full")] * L_LAYERS)[2] == "unknown"  # no HiMix layer
+
+
+@pytest.mark.parametrize("plan", [[LayerMode("full")] * L_LAYERS, [LayerMode("himix", "img")] * L_LAYERS,
+                                  [LayerMode("full")] * 2 + [LayerMode("shallow")] * (L_LAYERS - 2)])
+def test_sizes_given_by_the_caller_change_nothing(plan):
+    """Training passes host_sizes computed from the batch's CPU copy (no wait on the GPU)."""
+    model = tiny_model()
+    ids = batch("u")
+    labels = torch.where(ids >= model.config.image_token_start, torch.full_like(ids, -100), ids)
+    own = model(ids, labels=labels, plan=plan, loss_reduction="sum_per_sample")
+    given = model(ids, labels=labels, plan=plan, loss_reduction="sum_per_sample",
+                  host_sizes=model.host_sizes(ids, labels, plan))
+    assert torch.equal(own.loss, given.loss)

@@ -179,3 +179,14 @@ def test_gpu_run_reports_memory_and_mfu(tmp_path):
         assert r["peak_memory_bytes"] > r["saved_activation_bytes"] > 0
         assert (r["mfu"] is None) == (result["device"]["peak_bf16_flops"] is None)
     assert result["device"]["type"] == "cuda" and result["settings"]["settings_run"][0]["precision"] in ("bf16", "fp32")
+
+
+def test_chunked_timing_queues_steps_and_says_so(tmp_path, monkeypatch):
+    calls = []
+    real = bench.Variant.train_step
+    monkeypatch.setattr(bench.Variant, "train_step", lambda self, device: calls.append(self.name) or real(self, device))
+    result = bench.run_benchmark(out=tmp_path, plans="u_himix", chunk=3, **TINY)
+    rows = {r["run"]: r for r in result["variants"]}
+    assert set(rows) == {"u_base", "u_himix"} and all(len(r["step_times_s"]) == 2 for r in rows.values())
+    assert calls.count("u_himix") == 1 + 2 * 3  # one warm-up step, then 2 timings of 3 steps
+    assert "3 steps queued back to back" in next(tmp_path.glob("*.md")).read_text()

@@ -82,6 +82,39 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_world, tmp_path, m
     assert (tmp_path / "r" / "last" / "state.json").read_text() == kept
 
 
+def test_non_finite_loss_inside_a_log_block_never_reaches_a_checkpoint(tiny_world, tmp_path, monkeypatch):
+    """Losses are read once per block of train.log_every steps; the block ends before every save."""
+    cfg = load_config(tiny_world, {"train": {"log_every": 1000, "eval_every": 1000}})
+    from uvlm import model as M
+    real, calls = M.UVLM.forward, []
+
+    def poisoned_from_step_6(self, *a, **k):
+        out = real(self, *a, **k)
+        calls.append(1)
+        if len(calls) >= 6:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(M.UVLM, "forward", poisoned_from_step_6)
+    with pytest.raises(UVLMError, match="non-finite loss nan at step 5"):
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert '"step": 4' in (tmp_path / "r" / "last" / "state.json").read_text()  # ckpt_every 4; step 8 never saved
+
+
+def test_log_block_size_changes_only_the_step_times(tiny_world, tmp_path):
+    import csv
+    for every in (1, 7):
+        cfg = load_config(tiny_world, {"train": {"log_every": every}})
+        train_run(cfg, "ug_base", 0, out_dir=tmp_path / f"every{every}", progress=False)
+    a, b = weights(tmp_path / "every1"), weights(tmp_path / "every7")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = {every: list(csv.DictReader((tmp_path / f"every{every}" / "train_log.csv").open())) for every in (1, 7)}
+    assert len(rows[1]) == len(rows[7]) > 7
+    for r1, r7 in zip(rows[1], rows[7]):
+        assert {k: r1[k] for k in ("step", "task", "loss", "lr")} == {k: r7[k] for k in ("step", "task", "loss", "lr")}
+        assert float(r7["step_time_s"]) > 0
+
+
 def test_unknown_run_names_the_grid(tiny_world):
     cfg = load_config(tiny_world)
     with pytest.raises(ConfigError, match="run"):

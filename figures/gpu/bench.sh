@@ -41,9 +41,13 @@ one() {
     d1024e) bench d1024e 80 --batch-size 128 --plans u_himix --profile "${D1024[@]}" ;;
     d1024) bench d1024 170 --compile --batch-size 128 --plans u_himix --profile "${D1024[@]}" ;;
     d1024g) bench d1024g 170 --compile --batch-size 128 --plans g_hmgen_k3,g_hmgen_k5 --profile "${D1024[@]}" ;;
-    # HiMix's two attention kernels side by side at ~200M, compiled (uvlm.attention_ops.HIMIX_KERNELS).
-    himix) bench himix 240 --compile --batch-size 128 --plans u_himix --compare himix --profile "${D1024[@]}" ;;
-    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix"; return 2 ;;
+    # HiMix's two attention kernels side by side at ~200M, compiled (uvlm.attention_ops.HIMIX_KERNELS),
+    # 4 steps queued per timing as the training loop does.
+    himix) bench himix 240 --compile --batch-size 128 --plans u_himix --compare himix --chunk 4 --profile "${D1024[@]}" ;;
+    # The gpu preset's model, compile off vs on, 10 steps queued per timing: the training loop's
+    # throughput, where the host queues the next step while the GPU runs this one.
+    runahead) bench runahead 200 --compare compile --chunk 10 --plans u_himix,g_hmgen_k3 --profile ;;
+    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix runahead"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(eager compile d768 ksweep); fi

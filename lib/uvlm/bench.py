@@ -90,6 +90,10 @@ class BenchConfig:
     params_path: Optional[str] = None  # a params.yaml instead of a bare preset (its model and run grid)
     batch_size: Optional[int] = field(default=None, metadata=rule(ge=1))  # None: train.batch_size
     steps: int = field(default=10, metadata=rule(ge=1))  # timed steps per variant
+    # Steps queued back to back per timing, with one device sync at the end: > 1 measures the
+    # throughput of training's loop, where the host queues the next step while the GPU still
+    # runs this one (train.log_every); 1 times each step alone, host and device time added.
+    chunk: int = field(default=1, metadata=rule(ge=1))
     warmup: int = field(default=3, metadata=rule(ge=0))  # untimed steps per variant, first
     compile: bool = False
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
@@ -236,10 +240,12 @@ def batch_flops(model_cfg, plan, batch: Batch) -> float:
 class Variant:
     """Its own model and optimizer, the batches of its tasks, its timings."""
 
-    def __init__(self, name, run, setting, model, opt, parts, baseline, grad_clip):
+    def __init__(self, name, run, setting, model, opt, parts, baseline, grad_clip, sizes=None):
         self.name, self.run, self.setting, self.baseline = name, run, setting, baseline
         self.model, self.opt, self.grad_clip = model, opt, grad_clip
         self.parts = parts  # [(Batch, plan)]: one optimizer step each, in order
+        # Per part, the model's host_sizes from the batch's CPU copy, as training passes them.
+        self.sizes = sizes or [None] * len(parts)
         self.step_fn = model  # the compiled model when setting.compile
         self.times: list[float] = []
         self.extra_mem: list[int] = []  # CUDA: peak bytes above what was allocated before the step
@@ -250,27 +256,30 @@ class Variant:
         return amp, sdpa_context(self.setting.sdpa), use_himix_kernel(self.setting.himix)
 
     def train_step(self, device: str) -> None:
-        for batch, plan in self.parts:
+        for (batch, plan), sizes in zip(self.parts, self.sizes):
             amp, sdpa, himix = self._contexts(device)
             with amp, sdpa, himix:
-                out = self.step_fn(batch.input_ids, labels=batch.labels, plan=plan, loss_reduction="sum_per_sample")
+                out = self.step_fn(batch.input_ids, labels=batch.labels, plan=plan, loss_reduction="sum_per_sample",
+                                   host_sizes=sizes)
             (out.loss.sum() / batch.n_targets).backward()  # outside autocast, as in training
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
 
-    def timed_step(self, device: str) -> None:
+    def timed_step(self, device: str, chunk: int = 1) -> None:
+        """Time ``chunk`` steps queued back to back (one sync at the end) -> their mean."""
         cuda = device == "cuda"
         if cuda:
             torch.cuda.synchronize()
             before = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        self.train_step(device)
+        for _ in range(chunk):
+            self.train_step(device)
         if cuda:
             torch.cuda.synchronize()
-        self.times.append(time.perf_counter() - t0)
+        self.times.append((time.perf_counter() - t0) / chunk)
         if cuda:
             self.extra_mem.append(torch.cuda.max_memory_allocated() - before)
 
@@ -363,6 +372,7 @@ def build_variants(cfg, opts: BenchConfig, device, runs, names, settings, vocab,
     n_system = len(cfg.world.system_prompt.split())
     batches = {t: synthetic_batch(t, opts.batch_size or cfg.train.batch_size, M, vocab, n_system, gen)
                for t in ("u", "g")}
+    on_cpu = {t: (b.input_ids, b.labels) for t, b in batches.items()}
     for b in batches.values():
         b.input_ids, b.labels = b.input_ids.to(device), b.labels.to(device)
     from .model import UVLM
@@ -372,8 +382,10 @@ def build_variants(cfg, opts: BenchConfig, device, runs, names, settings, vocab,
             spec, plans = runs[name], run_plans(cfg, runs[name])
             model = UVLM(model_config(cfg, vocab, spec), seed=opts.seed).to(device).train()
             opt = make_adamw(model, cfg.train, device, setting.optimizer)
+            with use_himix_kernel(setting.himix):  # the split kernel's prefix is one of the sizes
+                sizes = [model.host_sizes(*on_cpu[t], plans[t]) for t in plans]
             v = Variant(name, spec, setting, model, opt, [(batches[t], plans[t]) for t in plans],
-                        baseline_of(runs, spec.task), cfg.train.grad_clip)
+                        baseline_of(runs, spec.task), cfg.train.grad_clip, sizes)
             if setting.compile:
                 # Static shapes: each variant's shapes are fixed, and the automatic dynamic
                 # shapes that the shared layer frames would otherwise get crash the compiled
@@ -405,7 +417,7 @@ def _guarded(v: Variant, device: str, tolerate: bool, action) -> None:
 
 
 def measure(variants: list[Variant], device: str, steps: int, warmup: int, seed: int, tolerate: bool,
-            progress: bool) -> None:
+            progress: bool, chunk: int = 1) -> None:
     from tqdm.auto import tqdm
     # With static shapes the layer frames (one code object for every variant) recompile per
     # shape and layer mode: lift dynamo's limit so that no variant silently falls back to eager.
@@ -421,7 +433,7 @@ def measure(variants: list[Variant], device: str, steps: int, warmup: int, seed:
             for _ in tqdm(range(steps), desc="bench rounds", disable=not progress, mininterval=5.0):
                 live = [v for v in variants if v.error is None]
                 for i in rng.permutation(len(live)):
-                    _guarded(live[i], device, tolerate, lambda v=live[i]: v.timed_step(device))
+                    _guarded(live[i], device, tolerate, lambda v=live[i]: v.timed_step(device, chunk))
         finally:
             gc.enable()
     for v in variants:
@@ -553,7 +565,8 @@ def run_benchmark(preset: str = "cpu", params_path=None, batch_size: Optional[in
     peak = peak_bf16_flops(name, dev)
 
     variants = build_variants(cfg, opts, dev, runs, names, settings, vocab, M)
-    measure(variants, dev, opts.steps, opts.warmup, opts.seed, tolerate=opts.compare is not None, progress=progress)
+    measure(variants, dev, opts.steps, opts.warmup, opts.seed, tolerate=opts.compare is not None, progress=progress,
+            chunk=opts.chunk)
     by_key = {(v.name, v.setting): v for v in variants}
     rows = [summarise(v, by_key, dev, name, peak, opts.compare, settings[0]) for v in variants]
     for v, row in zip(variants, rows):

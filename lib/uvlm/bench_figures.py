@@ -69,7 +69,9 @@ def markdown_table(result: dict) -> str:
             f"`{s['preset']}`, model d{s['model']['d_model']} x {s['model']['n_layers']} layers"
             + (f" ({s['params'] / 1e6:.1f}M params)" if s.get("params") else "")
             + f", batch {s['batch_size']}, {s['image_tokens']} image tokens; median of {s['steps']} "
-            f"steps after {s['warmup']} warm-up, all variants interleaved in one process.")
+            + (f"timings of {s['chunk']} steps queued back to back (one sync each, the training loop's "
+               "throughput)" if s.get("chunk", 1) > 1 else "steps timed one by one")
+            + f" after {s['warmup']} warm-up, all variants interleaved in one process.")
     show_precision = knob != "precision"  # else the knob's column already says it
     cols = (["plan", "K"] + ([knob] if knob else []) + ["precision"] * show_precision + ["step ms", "tokens/s", "GFLOP/step", "speedup",
             "FLOPs-ideal", "efficiency", "MFU", "peak MiB", "act. MiB"] + ([f"{knob} buys"] if knob else []))

@@ -159,7 +159,8 @@ class UVLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, labels: Optional[torch.Tensor] = None,
                 plan: Optional[list[LayerMode]] = None, attention_mask: Optional[torch.Tensor] = None,
                 loss_reduction: str = "mean", attn_callback: Optional[AttnCallback] = None,
-                kv_cache: Optional[KVCache] = None, compute_logits: str = "auto") -> ModelOutput:
+                kv_cache: Optional[KVCache] = None, compute_logits: str = "auto",
+                host_sizes: Optional[tuple] = None) -> ModelOutput:
         """input_ids (B, L) -> ModelOutput.
 
         labels: (B, L) aligned with input_ids, -100 = ignored; shifted inside.
@@ -172,6 +173,9 @@ class UVLM(nn.Module):
         compute_logits: "all" rows, "last" row, or "none"; "auto" (default) is "none" when
             labels are given (the LM head then runs on target rows only, which is what
             flops.plan_flops counts with loss_tokens) and "all" otherwise.
+        host_sizes: :meth:`host_sizes` of these ids, labels and plan, computed by the caller
+            from the batch's CPU copy; then this call never waits for the GPU, and a training
+            loop can queue the next step while the device still runs this one.
         """
         cfg = self.config
         if compute_logits == "auto":
@@ -195,7 +199,7 @@ class UVLM(nn.Module):
             if has_himix:
                 raise NotImplementedError("HiMix plans are scored teacher-forced; they take no KV cache")
             kv_cache.bind_plan(plan)
-        counts, n_targets, prefix = self._host_counts(input_ids, labels, plan)
+        counts, n_targets, prefix = host_sizes or self.host_sizes(input_ids, labels, plan)
         layout = TokenLayout(input_ids, cfg.image_token_start, self.rope_inv_freq, attention_mask, kv_cache,
                              text_keys=any(m.mode == "shallow" for m in plan), image_counts=counts,
                              himix_prefix=prefix)
@@ -225,11 +229,12 @@ class UVLM(nn.Module):
             self._loss(out, h, labels, layout, text_only, loss_reduction, compute_logits, n_targets)
         return out
 
-    def _host_counts(self, input_ids, labels, plan):
-        """The sizes that shape this call's tensors, fetched in ONE host sync up front: the
-        image-token count of every row (to gather text rows), the number of loss targets (to
-        run the LM head on them only) and, for HiMix's split kernel, where the image block
-        starts. Syncing before any work is queued costs little.
+    def host_sizes(self, input_ids, labels, plan):
+        """The sizes that shape a forward call's tensors: the image-token count of every row
+        (to gather text rows), the number of loss targets (to run the LM head on them only)
+        and, for HiMix's split kernel, where the image block starts. On GPU tensors this is
+        ONE host sync, before any work of the call is queued; on CPU tensors (a batch before
+        its copy to the device) it costs no sync at all.
 
         -> (counts or None, n_targets or None, himix prefix: PREFIX_UNKNOWN when not fetched)
         """

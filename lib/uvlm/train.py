@@ -71,7 +71,7 @@ def run_settings(cfg, run_name: str, seed: int) -> dict:
     tc = dataclasses.asdict(cfg.train)
     # These change how, not what, the run computes; grad_accum among them so that a run
     # stopped by an out-of-memory error resumes with more accumulation.
-    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads",
+    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads", "log_every",
                      "grad_accum", "num_processes", "parallel_seeds"):
         tc.pop(volatile)
     return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
@@ -105,6 +105,57 @@ class CsvLog:
             return
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields).writerow({k: row.get(k, "") for k in self.fields})
+
+
+class DeferredLog:
+    """Rows of ``train_log.csv`` whose loss is still on the device, written a block at a time.
+
+    Reading a loss (``float(loss)``) makes the host wait until the GPU has finished the step;
+    doing it every step means the host never queues step n + 1 while the GPU runs step n,
+    and a small model's step then costs host time PLUS device time. So the losses of a block
+    of steps are fetched in one sync. Each row's step time is the block's wall time over its
+    steps (on a CPU, where every op is synchronous, that is the per-step time averaged).
+    """
+
+    def __init__(self, log: CsvLog, who: str, last_good: Path):
+        self.log, self.who, self.last_good = log, who, last_good
+        self.rows: list[dict] = []
+        self.losses: list[torch.Tensor] = []
+        self.restart_clock()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def restart_clock(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def add(self, row: dict, loss: torch.Tensor) -> None:
+        self.rows.append(row)
+        self.losses.append(loss)
+
+    def flush(self) -> float:
+        """Fetch the block's losses (one host sync), check them, write the rows -> the last loss."""
+        losses = torch.stack(self.losses).tolist()
+        dt = (time.perf_counter() - self.t0) / len(losses)
+        for row, loss in zip(self.rows, losses):
+            if not math.isfinite(loss):
+                raise UVLMError(f"{self.who} non-finite loss {loss} at step {row['step'] - 1} ({row['task']} "
+                                f"batch). Stopped; the last good checkpoint in '{self.last_good}' is kept. "
+                                "Lower train.lr or raise train.warmup_steps.")
+            tokens = row.pop("tokens")
+            self.log.write(row | {"loss": f"{loss:.5f}", "step_time_s": f"{dt:.4f}",
+                                  "tokens_per_s": f"{tokens / dt:.0f}"})
+        self.rows, self.losses = [], []
+        self.restart_clock()
+        return losses[-1]
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A CPU batch tensor on ``device``; to a GPU through pinned memory, so the copy does not
+    hold the host up."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -239,53 +290,56 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     world, rank = acc.num_processes, acc.process_index
     bar = tqdm(range(start, total), desc=f"{run_name}/seed{seed}", disable=not (progress and acc.is_main_process),
                mininterval=5.0, initial=start, total=total)
+    rows = DeferredLog(log, f"[{run_name}/seed{seed}]", out / "last")
     model.train()
     end = total if stop_after is None else min(total, start + stop_after)
     t_run = time.perf_counter()
     for step in bar:
         if step >= end:
             break
-        t0 = time.perf_counter()
         task, idx = schedule.at(step)
         idx = idx[rank::world]  # each process trains on its share of the global batch
         batch = data[task]["train"].batch(idx)
-        ids = batch["input_ids"].to(acc.device)
-        labels = batch["labels"].to(acc.device)
-        n_tok = acc.reduce(torch.tensor(float((labels[:, 1:] != -100).sum()), device=acc.device), "sum")
+        # Everything the host needs to know about the batch comes from its CPU copy, so no
+        # line of the step waits for the GPU (see DeferredLog).
+        chunks = torch.arange(len(idx)).chunk(tc.grad_accum)
+        sizes = [raw.host_sizes(batch["input_ids"][c], batch["labels"][c], plans[task]) for c in chunks]
+        n_local = float((batch["labels"][:, 1:] != -100).sum())
+        ids, labels = to_device(batch["input_ids"], acc.device), to_device(batch["labels"], acc.device)
+        n_tok = acc.reduce(torch.tensor(n_local, device=acc.device), "sum")
         lr = lr_at(step, total, tc)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=acc.device)
         try:
-            for chunk in torch.arange(len(idx)).chunk(tc.grad_accum):
+            for chunk, size in zip(chunks, sizes):
                 with acc.autocast():
-                    o = model(ids[chunk], labels=labels[chunk], plan=plans[task], loss_reduction="sum_per_sample")
+                    o = model(ids[chunk], labels=labels[chunk], plan=plans[task], loss_reduction="sum_per_sample",
+                              host_sizes=size)
                 loss = o.loss.sum() * world / n_tok
                 acc.backward(loss)
-                loss_sum += float(loss.detach()) / world
+                loss_sum = loss_sum + loss.detach().float() / world
         except torch.cuda.OutOfMemoryError as e:
             raise out_of_memory(tc, len(idx), run_name, seed, out) from e
-        loss_val = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "sum"))
-        if not math.isfinite(loss_val):
-            raise UVLMError(f"[{run_name}/seed{seed}] non-finite loss {loss_val} at step {step} ({task} batch). "
-                            f"Stopped; the last good checkpoint in '{out / 'last'}' is kept. "
-                            "Lower train.lr or raise train.warmup_steps.")
         if tc.grad_clip > 0:
             acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
         key = (task, tuple(ids.shape))
         if key not in flops_cache:
             flops_cache[key] = batch_flops(raw.config, plans[task], batch, world)
         done = step + 1
-        log.write({"step": done, "task": task, "loss": f"{loss_val:.5f}", "lr": f"{lr:.3e}",
-                   "step_time_s": f"{dt:.4f}", "tokens_per_s": f"{ids.numel() * world / dt:.0f}",
-                   "flops_per_step": f"{flops_cache[key]:.4e}"})
-        bar.set_postfix(task=task, loss=f"{loss_val:.3f}", refresh=False)
-        if done % tc.eval_every == 0 or done == total:
+        rows.add({"step": done, "task": task, "lr": f"{lr:.3e}", "tokens": ids.numel() * world,
+                  "flops_per_step": f"{flops_cache[key]:.4e}"}, acc.reduce(loss_sum, "sum"))
+        evaluate = done % tc.eval_every == 0 or done == total
+        snapshot = acc.is_main_process and done in snap_steps
+        checkpoint = acc.is_main_process and (done % tc.ckpt_every == 0 or done == total or done == end)
+        # A block ends before anything is saved, so a non-finite loss is caught before it
+        # reaches a checkpoint; the first step is its own block (it carries compilation).
+        if evaluate or snapshot or checkpoint or done == start + 1 or len(rows) >= tc.log_every:
+            last = rows.flush()
+            bar.set_postfix(task=task, loss=f"{last:.3f}", refresh=False)
+        if evaluate:
             row = {"step": done}
             for t in sorted(data):
                 v = validation_loss(model, data[t]["val"], plans[t], tc.batch_size, tc.val_batches, acc)
@@ -294,10 +348,13 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
                     best[t] = {"val_loss": v, "step": done}
                     save_model_dir(raw, out / f"best_{t}")
             vlog.write(row)
-        if acc.is_main_process and done in snap_steps:
+            rows.restart_clock()  # validation time is not step time
+        if snapshot:
             save_model_dir(raw, out / "snapshots" / f"step{done:06d}")
-        if acc.is_main_process and (done % tc.ckpt_every == 0 or done == total or done == end):
+        if checkpoint:
             save_training_state(out / "last", raw, opt, {"step": done, "best": best, "settings": settings})
+        if snapshot or checkpoint:
+            rows.restart_clock()
     bar.close()
     wall = time.perf_counter() - t_run
     finished = (end == total)

@@ -32,6 +32,10 @@ class TrainConfig:
     # axis of the synergy sweep. Epochs count over these N, so fewer examples = fewer steps.
     train_samples: Optional[int] = field(default=None, metadata=rule(ge=1))
     eval_every: int = field(default=100, metadata=rule(ge=1))
+    # Steps whose losses are read from the device together, in one host sync (train.py's
+    # DeferredLog): reading every step would stop the host from queueing the next step while
+    # the GPU runs this one. Each row of train_log.csv then shows its block's mean step time.
+    log_every: int = field(default=25, metadata=rule(ge=1))
     val_batches: int = field(default=4, metadata=rule(ge=1))
     ckpt_every: int = field(default=200, metadata=rule(ge=1))
     # Training-time snapshots kept for the attention-evolution figure.
