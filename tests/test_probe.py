@@ -75,3 +75,14 @@ def test_scores_separate_right_from_wrong_images(trained, heldout):
     assert report["n_images"] == 60 and report["n_objects"] == sum(len(s["objects"]) for s in scenes)
     blank = np.full_like(images, 100)
     assert prompt_attribute_accuracy(probe, blank, prompts) < 0.1
+
+
+def test_probe_on_a_gpu_without_one_is_a_clear_error():
+    import torch
+
+    from uvlm.errors import ConfigError
+    from uvlm.probe import train_probe
+    if torch.cuda.is_available():
+        pytest.skip("machine has CUDA")
+    with pytest.raises(ConfigError, match="probe.device"):
+        train_probe(WorldConfig(image_size=16), ProbeConfig(steps=1, n_train=8, n_eval=8, device="cuda"), 0)

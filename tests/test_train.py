@@ -38,6 +38,20 @@ def test_resume_is_bit_identical(tiny_world, tmp_path, run):
     assert full["best"] == done["best"]
 
 
+def test_a_finished_run_keeps_no_optimizer_state_and_is_reused(tiny_world, tmp_path):
+    cfg = load_config(tiny_world)
+    first = train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "last" / "optim.safetensors").exists()
+    assert (tmp_path / "r" / "snapshots").is_dir()
+    before = weights(tmp_path / "r")
+    again = train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert again["finished"] and again["best"] == first["best"]
+    after = weights(tmp_path / "r")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    train_run(cfg, "u_base", 5, out_dir=tmp_path / "other_seed", progress=False)
+    assert not (tmp_path / "other_seed" / "snapshots").exists()  # the attention figure reads the first seed
+
+
 def test_same_seed_same_result_other_seed_differs(tiny_world, tmp_path):
     cfg = load_config(tiny_world)
     train_run(cfg, "u_base", 0, out_dir=tmp_path / "a", progress=False)

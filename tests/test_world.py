@@ -204,3 +204,14 @@ def test_build_world_writes_every_output(tmp_path):
     assert (tmp_path / "samples.png").stat().st_size > 1000
     tables = summary_tables(summary)
     assert len(tables["splits"]) == len(ALL_SPLITS) and len(tables["transfer_combos"]) == 4
+
+
+def test_rendering_in_processes_gives_the_same_images(monkeypatch):
+    import uvlm.world as W
+
+    cfg = WorldConfig(image_size=16)
+    world = World(cfg, 0)
+    rng = W.stream(0, "render-test")
+    scenes = [world.sample_scene(rng) for _ in range(13)]
+    monkeypatch.setattr(W, "RENDER_CHUNK", 5)  # three chunks over two processes
+    assert np.array_equal(W.render_scenes(scenes, cfg, workers=2), W.render_scenes(scenes, cfg))

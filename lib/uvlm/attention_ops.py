@@ -155,18 +155,33 @@ def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnC
 
 def _attend_split(q, k, v, prefix: int, n_rep: int):
     """HiMix's split kernel: q = text rows (prefix first), k/v = every row in sequence order."""
-    from torch.nn.attention.bias import causal_lower_right
-
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-    Lq, Lk = q.shape[2], k.shape[2]
+    Lq = q.shape[2]
     parts = []
     if prefix > 0:  # the text before the image: keys are exactly the first ``prefix`` rows
         parts.append(F.scaled_dot_product_attention(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix],
                                                     is_causal=True))
     if Lq > prefix:  # suffix row s sits at sequence index Lk - (Lq - prefix) + s: lower-right causal
-        parts.append(F.scaled_dot_product_attention(q[:, :, prefix:], k, v,
-                                                    attn_mask=causal_lower_right(Lq - prefix, Lk)))
+        parts.append(_lower_right_causal(q[:, :, prefix:], k, v))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+
+def _lower_right_causal(q, k, v):
+    """Attention where query row s of Lq sees keys up to Lk - Lq + s (the queries are the LAST
+    Lq positions of the key sequence).
+
+    On a GPU in bf16/fp16 this is the flash kernel itself: its causal flag is lower-right
+    aligned when Lq < Lk (torch.nn.attention.bias.CausalBias dispatches the same op). That
+    op, unlike a CausalBias object, compiles without a graph break, which would otherwise
+    recompile every HiMix layer on every step. Elsewhere the (Lq, Lk) mask is small: HiMix's
+    suffix is the few text rows after the image.
+    """
+    Lq, Lk = q.shape[2], k.shape[2]
+    hd = q.shape[-1]
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and hd % 8 == 0 and hd <= 256:
+        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, is_causal=True)[0]
+    mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril(Lk - Lq)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def _eager(q, k, v, spec: AttnSpec, layer_idx: int, callback: AttnCallback, n_rep: int):

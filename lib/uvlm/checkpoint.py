@@ -62,15 +62,20 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict, meta: dict
 
 
 def save_training_state(path, model, opt, state: dict) -> None:
-    """Write ``path/`` = model/ + optim.safetensors + state.json, atomically as a whole."""
+    """Write ``path/`` = model/ + optim.safetensors + state.json, atomically as a whole.
+
+    ``opt`` None leaves the optimizer state out: a finished run is never stepped again, and
+    AdamW's two moments are two thirds of the bytes that DVC would hash and cache.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp / "model")
-    tensors, meta = optimizer_tensors(opt)
-    save_tensors(tmp / "optim.safetensors", tensors, {"optim": meta})
+    if opt is not None:
+        tensors, meta = optimizer_tensors(opt)
+        save_tensors(tmp / "optim.safetensors", tensors, {"optim": meta})
     write_json(tmp / "state.json", state)
     _swap_in(tmp, path)
 

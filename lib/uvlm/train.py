@@ -272,7 +272,8 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
                             + "\n  ".join(changed) + f"\nDelete '{out}' to start this run over.")
         from .model import UVLM
         model.load_state_dict(UVLM.from_pretrained(Path(state["_dir"]) / "model").state_dict())
-        restore_optimizer(state["_dir"], opt)
+        if state["step"] < total:  # a finished run's checkpoint holds no optimizer state
+            restore_optimizer(state["_dir"], opt)
         start, best = state["step"], state["best"]
         acc.print(f"[{run_name}/seed{seed}] resuming at step {start}/{total}")
 
@@ -280,7 +281,9 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     if tc.compile:
         model = torch.compile(model)
     raw = acc.unwrap_model(model)
-    snap_steps = {round(i * total / (tc.snapshots + 1)) for i in range(1, tc.snapshots + 1)}
+    # Snapshots feed the attention-evolution figure, which reads the first seed only.
+    snaps = tc.snapshots if seed == tc.seeds[0] else 0
+    snap_steps = {round(i * total / (snaps + 1)) for i in range(1, snaps + 1)}
     log = CsvLog(out / "train_log.csv", ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s",
                                          "flops_per_step"], start if state else None,
                  acc.is_main_process)
@@ -342,7 +345,9 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         if evaluate:
             row = {"step": done}
             for t in sorted(data):
-                v = validation_loss(model, data[t]["val"], plans[t], tc.batch_size, tc.val_batches, acc)
+                # The uncompiled module: validation is a handful of no-grad batches, not worth
+                # an inference graph's compile.
+                v = validation_loss(raw, data[t]["val"], plans[t], tc.batch_size, tc.val_batches, acc)
                 row[f"val_loss_{t}"] = f"{v:.5f}"
                 if v < best[t]["val_loss"] and acc.is_main_process:
                     best[t] = {"val_loss": v, "step": done}
@@ -352,7 +357,8 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         if snapshot:
             save_model_dir(raw, out / "snapshots" / f"step{done:06d}")
         if checkpoint:
-            save_training_state(out / "last", raw, opt, {"step": done, "best": best, "settings": settings})
+            save_training_state(out / "last", raw, opt if done < total else None,
+                                {"step": done, "best": best, "settings": settings})
         if snapshot or checkpoint:
             rows.restart_clock()
     bar.close()

@@ -38,7 +38,7 @@ class TrainConfig:
     log_every: int = field(default=25, metadata=rule(ge=1))
     val_batches: int = field(default=4, metadata=rule(ge=1))
     ckpt_every: int = field(default=200, metadata=rule(ge=1))
-    # Training-time snapshots kept for the attention-evolution figure.
+    # Training-time snapshots kept for the attention-evolution figure (first seed only).
     snapshots: int = field(default=4, metadata=rule(ge=0))
     seeds: list[int] = field(default_factory=lambda: [0])
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))

@@ -194,12 +194,28 @@ def render_scene(scene: dict, cfg: WorldConfig) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def render_scenes(scenes, cfg: WorldConfig) -> np.ndarray:
+def render_scenes(scenes, cfg: WorldConfig, workers: int = 1) -> np.ndarray:
+    """(N, H, W, 3) uint8 images of ``scenes``. Every scene carries its own noise seed, so the
+    images are the same for any number of ``workers`` (processes, in chunks)."""
     n = cfg.image_size
     out = np.empty((len(scenes), n, n, 3), np.uint8)
+    chunks = [range(i, min(len(scenes), i + RENDER_CHUNK)) for i in range(0, len(scenes), RENDER_CHUNK)]
+    if workers > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the caller may hold torch's OpenMP threads, which a fork would inherit broken.
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = pool.map(render_scenes, [[scenes[i] for i in c] for c in chunks], [cfg] * len(chunks))
+            for c, part in zip(chunks, parts):
+                out[c.start:c.stop] = part
+        return out
     for i, s in enumerate(scenes):
         out[i] = render_scene(s, cfg)
     return out
+
+
+RENDER_CHUNK = 1000  # scenes per task when rendering in parallel
 
 
 # ---------------------------------------------------------------- the world

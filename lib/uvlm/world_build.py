@@ -28,6 +28,7 @@ from . import world_language as L
 from .benchmarks import make_benchmarks, u_transfer
 from .errors import MissingInputError
 from .io import load_npz, read_json, save_npz, write_json, write_text
+from .threads import available_cores
 from .world import FAMILIES, World, WorldConfig, render_scenes, stream
 
 U_SPLITS = ("u_train", "u_val", "u_test")
@@ -118,8 +119,9 @@ def build_world(world_cfg: WorldConfig, probe_cfg, seed: int, out_dir, progress:
     t_records = time.time() - t0
 
     images = {}
-    for name in tqdm(ALL_SPLITS, desc="render splits", mininterval=5, disable=not progress):
-        images[name] = render_scenes([r["scene"] for r in splits[name]], world_cfg)
+    workers = available_cores()  # the images do not depend on it (render_scenes)
+    for name in tqdm(ALL_SPLITS, desc=f"render splits ({workers} processes)", mininterval=5, disable=not progress):
+        images[name] = render_scenes([r["scene"] for r in splits[name]], world_cfg, workers)
         _write_split(out_dir, name, splits[name], images[name])
     overlap = len(_image_hashes(images["u_train"]) & _image_hashes(images["g_train"]))
     if overlap:
