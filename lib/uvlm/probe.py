@@ -234,8 +234,9 @@ def _train(world_cfg, probe_cfg, seed, progress):
     # the attribute heads see objects often (most cells are empty).
     with torch.no_grad():
         x_train = net.crops(_to_input(render_scenes(train_scenes, world_cfg, available_cores()))).to(device)
-    y_train = {k: torch.from_numpy(v.reshape(-1)).to(device) for k, v in _targets(train_scenes, meta).items()}
-    occupied = torch.nonzero(y_train["occupied"]).flatten()
+    y_train = {k: torch.from_numpy(v.reshape(-1)) for k, v in _targets(train_scenes, meta).items()}
+    occupied = torch.nonzero(y_train["occupied"]).flatten()  # on the CPU, like the sampled indices
+    y_train = {k: v.to(device) for k, v in y_train.items()}
     opt = torch.optim.AdamW(net.parameters(), lr=probe_cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=probe_cfg.lr, total_steps=probe_cfg.steps,
                                                 pct_start=0.15)
