@@ -2,7 +2,8 @@
 # One run trained on 1 GPU and on 2 GPUs (accelerate, bf16) at the same seed and global batch,
 # compared by uvlm.ddp_check: loss agreement and throughput ratio. Run from the repository root
 # on a 2-GPU machine with uvlm and accelerate importable:  OUT=figures/bench bash figures/gpu/ddp.sh
-# Writes $OUT/ddp-<gpu>-d384.json/.md (the gpu preset's model), -d768 (~86M params) and $OUT/ddp-logs.tgz (the runs' logs).
+# Writes $OUT/ddp-<gpu>-d384.json/.md (the gpu preset's model), -notebook (the same through
+# notebook 03 and accelerate.notebook_launcher), -d768 (~86M params) and $OUT/ddp-logs.tgz (the runs' logs).
 set -u
 OUT=${OUT:-figures/bench}
 W=${W:-/tmp/uvlm-ddp}
@@ -53,8 +54,19 @@ pair() {
   echo "[$tag 2 GPUs] exit $? after $((SECONDS - s)) s"
   python -m uvlm.ddp_check "$W/runs/$tag-1gpu" "$W/runs/$tag-2gpu" --device "$GPU" --out "$OUT/ddp-$SLUG-$tag"
 }
+# notebook: the training notebook itself through papermill with train.num_processes=2, so that
+# it starts accelerate.notebook_launcher (uvlm.train.launch_run), checked against d384's 1-GPU run.
+notebook() {
+  sed 's/^train: {/train: {num_processes: 2, seeds: [0], /' "$W/params.yaml" > "$W/params_notebook.yaml"
+  local s=$SECONDS
+  timeout 150 papermill --log-output --no-progress-bar --cwd "$W" notebooks/03_train.ipynb \
+    "$W/03_train_notebook_launcher.ipynb" -p params_path params_notebook.yaml -p run "$RUN" > "$W/notebook.log" 2>&1
+  echo "[notebook_launcher, 2 GPUs] exit $? after $((SECONDS - s)) s"
+  python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data/runs/$RUN/seed0" --device "$GPU" --out "$OUT/ddp-$SLUG-notebook"
+}
 # The gpu preset's model (~22M params, batch 64), then ~86M params at batch 128: more work per
 # kernel launch, so the second GPU is less hidden behind host overhead.
 pair d384 100
+notebook
 pair d768 110 --set train.batch_size=128 --set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048
-(cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log runs params.yaml)
+(cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log ./*.ipynb runs data/runs params*.yaml)
