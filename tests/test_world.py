@@ -215,3 +215,17 @@ def test_rendering_in_processes_gives_the_same_images(monkeypatch):
     scenes = [world.sample_scene(rng) for _ in range(13)]
     monkeypatch.setattr(W, "RENDER_CHUNK", 5)  # three chunks over two processes
     assert np.array_equal(W.render_scenes(scenes, cfg, workers=2), W.render_scenes(scenes, cfg))
+
+
+def test_parallel_rendering_works_from_a_script_on_stdin():
+    """Workers must not re-run the caller's __main__ (here: stdin, which has no file)."""
+    import subprocess
+    import sys
+    script = ("import numpy as np, uvlm.world as W\n"
+              "cfg = W.WorldConfig(image_size=16); world = W.World(cfg, 0); rng = W.stream(0, 'stdin')\n"
+              "scenes = [world.sample_scene(rng) for _ in range(9)]\n"
+              "W.RENDER_CHUNK = 4\n"
+              "assert np.array_equal(W.render_scenes(scenes, cfg, workers=2), W.render_scenes(scenes, cfg))\n"
+              "print('same')\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "same" in done.stdout, done.stderr

@@ -202,13 +202,20 @@ def render_scenes(scenes, cfg: WorldConfig, workers: int = 1) -> np.ndarray:
     chunks = [range(i, min(len(scenes), i + RENDER_CHUNK)) for i in range(0, len(scenes), RENDER_CHUNK)]
     if workers > 1 and len(chunks) > 1:
         import multiprocessing
+        import warnings
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawn: the caller may hold torch's OpenMP threads, which a fork would inherit broken.
-        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = pool.map(render_scenes, [[scenes[i] for i in c] for c in chunks], [cfg] * len(chunks))
-            for c, part in zip(chunks, parts):
-                out[c.start:c.stop] = part
+        # fork where there is one: unlike spawn it does not re-run the caller's __main__ (a
+        # script without a __main__ guard, or one read from stdin) in every worker. The
+        # workers run numpy only, so torch's OpenMP pool, which a fork inherits broken, is
+        # never touched; hence the fork-with-threads warning is silenced.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context(method)) as pool:
+                parts = pool.map(render_scenes, [[scenes[i] for i in c] for c in chunks], [cfg] * len(chunks))
+                for c, part in zip(chunks, parts):
+                    out[c.start:c.stop] = part
         return out
     for i, s in enumerate(scenes):
         out[i] = render_scene(s, cfg)
