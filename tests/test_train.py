@@ -115,6 +115,17 @@ def test_non_finite_loss_inside_a_log_block_never_reaches_a_checkpoint(tiny_worl
     assert '"step": 4' in (tmp_path / "r" / "last" / "state.json").read_text()  # ckpt_every 4; step 8 never saved
 
 
+def test_gradient_accumulation_matches_one_batch(tiny_world, tmp_path):
+    """Micro-batches (row slices) add up to the whole batch's gradient: the loss is summed per
+    sample and divided by the whole batch's target count."""
+    for accum in (1, 2):
+        cfg = load_config(tiny_world, {"train": {"grad_accum": accum}})
+        train_run(cfg, "ug_base", 0, out_dir=tmp_path / f"accum{accum}", progress=False)
+    a, b = weights(tmp_path / "accum1"), weights(tmp_path / "accum2")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+
+
 def test_log_block_size_changes_only_the_step_times(tiny_world, tmp_path):
     import csv
     for every in (1, 7):
