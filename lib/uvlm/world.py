@@ -194,6 +194,9 @@ def render_scene(scene: dict, cfg: WorldConfig) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+RENDER_CHUNK = 1000  # scenes per task when rendering in parallel
+
+
 def render_scenes(scenes, cfg: WorldConfig, workers: int = 1) -> np.ndarray:
     """(N, H, W, 3) uint8 images of ``scenes``. Every scene carries its own noise seed, so the
     images are the same for any number of ``workers`` (processes, in chunks)."""
@@ -220,9 +223,6 @@ def render_scenes(scenes, cfg: WorldConfig, workers: int = 1) -> np.ndarray:
     for i, s in enumerate(scenes):
         out[i] = render_scene(s, cfg)
     return out
-
-
-RENDER_CHUNK = 1000  # scenes per task when rendering in parallel
 
 
 # ---------------------------------------------------------------- the world
