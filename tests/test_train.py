@@ -126,6 +126,38 @@ def test_gradient_accumulation_matches_one_batch(tiny_world, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
 
 
+def test_compiled_training_runs_and_tracks_eager(tiny_world, tmp_path):
+    """train.compile: static batch shapes and a fixed LM-head budget, so the unified HiMix +
+    HMGen run compiles once per plan and learns what the eager run learns."""
+    import csv
+    import torch._dynamo
+    torch._dynamo.reset()
+    for compiled in (False, True):
+        cfg = load_config(tiny_world, {"train": {"compile": compiled}})
+        train_run(cfg, "ug_partial", 0, out_dir=tmp_path / f"c{compiled}", progress=False)
+    losses = {c: [float(r["loss"]) for r in csv.DictReader((tmp_path / f"c{c}" / "train_log.csv").open())]
+              for c in (False, True)}
+    assert len(losses[True]) == len(losses[False])
+    for a, b in zip(losses[False], losses[True]):
+        assert abs(a - b) < 1e-3 * max(1.0, abs(a)), (a, b)
+
+
+def test_static_target_budget_leaves_the_summed_loss_unchanged():
+    from uvlm.model import UVLM, UVLMConfig
+    from uvlm.train import static_target_budget
+    cfg = UVLMConfig(vocab_size=64, image_token_start=32, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
+    model = UVLM(cfg, seed=0)
+    ids = torch.randint(6, 64, (3, 20))
+    labels = torch.full_like(ids, -100)
+    labels[0, 15:], labels[1, 12:], labels[2, 18:] = ids[0, 15:], ids[1, 12:], ids[2, 18:]
+    sizes = model.host_sizes(ids, labels, model.vanilla_plan())
+    budget = static_target_budget(sizes, slice(0, 3), 8)
+    assert budget[1] == 24 > sizes[1]
+    exact = model(ids, labels=labels, loss_reduction="sum_per_sample", host_sizes=sizes).loss
+    bounded = model(ids, labels=labels, loss_reduction="sum_per_sample", host_sizes=budget).loss
+    torch.testing.assert_close(exact, bounded)
+
+
 def test_log_block_size_changes_only_the_step_times(tiny_world, tmp_path):
     import csv
     for every in (1, 7):

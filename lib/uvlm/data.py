@@ -57,10 +57,12 @@ class TokenizedSplit:
         return TokenizedSplit(self.input_ids[:n], self.labels[:n], self.segment_ids[:n], self.lengths[:n],
                               self.task, self.records[:n])
 
-    def batch(self, index) -> dict:
-        """Rows ``index``, trimmed to the longest row (right padding is causal-safe)."""
+    def batch(self, index, static: bool = False) -> dict:
+        """Rows ``index``, trimmed to the longest row (right padding is causal-safe); with
+        ``static``, every batch keeps the split's full length, so a compiled model sees one
+        sequence length per task (torch.compile's dynamic lengths crash its CPU backward)."""
         index = torch.as_tensor(index, dtype=torch.long)
-        L = int(self.lengths[index].max())
+        L = self.input_ids.shape[1] if static else int(self.lengths[index].max())
         return {
             "input_ids": self.input_ids[index, :L],
             "labels": self.labels[index, :L],

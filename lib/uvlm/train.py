@@ -150,6 +150,14 @@ class DeferredLog:
         return losses[-1]
 
 
+def static_target_budget(sizes: tuple, rows: slice, per_row: int) -> tuple:
+    """``host_sizes`` with the loss-target count replaced by a bound fixed per task (rows x the
+    most targets any row has), so a compiled model's shapes do not change from batch to batch.
+    The rows past the real targets have target -100 and add exactly zero to a summed loss."""
+    counts, _, prefix = sizes
+    return counts, (rows.stop - rows.start) * per_row, prefix
+
+
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
     """A CPU batch tensor on ``device`` without waiting for the GPU: a non-blocking copy from
     ordinary (pageable) memory is staged by the driver at once and queued on the stream.
@@ -278,9 +286,15 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
 
     model, opt = acc.prepare(model, opt)
     if tc.compile:
-        model = torch.compile(model)
-    raw = acc.unwrap_model(model)
+        # Static shapes: batches keep their split's length and the LM head a fixed row budget
+        # (static_target_budget), so each layer plan compiles once. Dynamic lengths crash the
+        # compiled backward (torch 2.13, CPU: a stride assertion), and a varying target count
+        # would recompile on every batch.
+        model = torch.compile(model, dynamic=False)
+    raw = acc.unwrap_model(model, keep_torch_compile=False)  # validation and saving: the plain module
     # Snapshots feed the attention-evolution figure, which reads the first seed only.
+    # The most loss targets one row of each task has: the compiled model's LM-head budget.
+    budgets = {t: int((d["train"].labels[:, 1:] != -100).sum(1).max()) for t, d in data.items()}
     snaps = tc.snapshots if seed == tc.seeds[0] else 0
     snap_steps = {round(i * total / (snaps + 1)) for i in range(1, snaps + 1)}
     log = CsvLog(out / "train_log.csv", ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s",
@@ -301,13 +315,15 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
             break
         task, idx = schedule.at(step)
         idx = idx[rank::world]  # each process trains on its share of the global batch
-        batch = data[task]["train"].batch(idx)
+        batch = data[task]["train"].batch(idx, static=tc.compile)
         # Everything the host needs to know about the batch comes from its CPU copy, so no
         # line of the step waits for the GPU (see DeferredLog).
         # Micro-batches are row slices (views): indexing a GPU tensor with a CPU index tensor
         # would copy the index over and wait for it.
         chunks = [slice(int(c[0]), int(c[-1]) + 1) for c in torch.arange(len(idx)).chunk(tc.grad_accum)]
         sizes = [raw.host_sizes(batch["input_ids"][c], batch["labels"][c], plans[task]) for c in chunks]
+        if tc.compile:
+            sizes = [static_target_budget(s, c, budgets[task]) for s, c in zip(sizes, chunks)]
         n_local = float((batch["labels"][:, 1:] != -100).sum())
         ids, labels = to_device(batch["input_ids"], acc.device), to_device(batch["labels"], acc.device)
         # torch.full, not torch.tensor(n, device=...): the latter is a blocking copy, i.e. a sync.
