@@ -48,6 +48,7 @@ import torch
 from . import plans as P
 from .config import PRESETS, RunSpec, load_config, resolve
 from .data import BOI, BOS, EOI, EOS, IGNORE, PAD, Vocab
+from . import devices
 from .errors import ConfigError, UVLMError
 from .attention_ops import HIMIX_KERNELS, use_himix_kernel
 from .flops import plan_flops
@@ -126,9 +127,7 @@ class Setting:
 # Device and precision
 # ---------------------------------------------------------------------------------------------
 def resolve_device(device: str) -> str:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("bench.device", "cuda", "'cpu' or 'auto' on a machine without CUDA")
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return devices.resolve_device(device, "bench.device")
 
 
 def resolve_precision(precision: str, device: str, notes: list) -> str:

@@ -34,6 +34,7 @@ import torch
 
 from . import scoring as S
 from .data import _text_ids, g_prompt_ids, read_codes, read_records, tokenize_split
+from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, MissingInputError, UVLMError
 from .fid import feature_frechet_distance
 from .io import load_npz, read_json, save_npz, write_json
@@ -79,11 +80,7 @@ class EvalContext:
 
 
 def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("eval.device", name, "'cpu' or 'auto' on a machine without CUDA")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return torch.device(resolve_device(name, "eval.device"))
 
 
 # ============================================================== batched forward passes

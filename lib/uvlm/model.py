@@ -240,15 +240,16 @@ class UVLM(nn.Module):
         """
         is_image = input_ids >= self.config.image_token_start
         B = input_ids.shape[0]
+        has_himix = any(m.mode == "himix" for m in plan)
         parts = []
         if not is_vanilla(plan):
             parts.append(is_image.sum(1))
-        split = any(m.mode == "himix" for m in plan) and himix_kernel() == "split"
+        split = has_himix and himix_kernel() == "split"
         if split:
             parts.append(image_block_stats(is_image))
         if labels is not None:
             targets = labels[:, 1:] != -100
-            if any(m.mode == "himix" for m in plan):  # predictions from image rows do not exist
+            if has_himix:  # predictions from image rows do not exist
                 targets = targets & ~is_image[:, :-1]
             parts.append(targets.sum()[None])
         if not parts:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError, MissingInputError
+from .devices import resolve_device
+from .errors import MissingInputError
 from .schema import rule
 from .threads import available_cores, cpu_threads
 from .world import World, WorldConfig, render_scenes, stream
@@ -195,15 +196,6 @@ def _accuracy(pred: dict, target: dict) -> dict:
     return acc
 
 
-def _device(name: str) -> str:
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if name == "cuda" and not has_cuda:
-        raise ConfigError("probe.device", name, "'cpu' or 'auto' on a machine without CUDA")
-    return "cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu"
-
-
 def train_probe(world_cfg: WorldConfig, probe_cfg: ProbeConfig, seed: int, progress: bool = True):
     """Train on fresh renders; -> (Probe, metrics with held-out per-attribute accuracy)."""
     import torch
@@ -226,7 +218,7 @@ def _train(world_cfg, probe_cfg, seed, progress):
             "shapes": list(world_cfg.shapes), "colours": list(world_cfg.colours),
             "sizes": list(world_cfg.sizes), "width": probe_cfg.width,
             "hidden": probe_cfg.hidden, "feature_width": probe_cfg.feature_width}
-    device = _device(probe_cfg.device)
+    device = resolve_device(probe_cfg.device, "probe.device")
     torch.manual_seed(seed)
     net = _make_net(meta).to(device)
     probe = Probe(net, meta)

@@ -22,6 +22,7 @@ from . import plans as P
 from .batching import Schedule
 from .checkpoint import (diff_settings, read_training_state, restore_optimizer, save_model_dir,
                          save_training_state)
+from . import devices
 from .errors import ConfigError, UVLMError
 from .io import write_json, write_text
 from .run_setup import build_model, load_task_data, run_dir, run_plans, vocab_for
@@ -30,13 +31,7 @@ from .run_setup import build_model, load_task_data, run_dir, run_plans, vocab_fo
 
 def resolve_device(train_cfg) -> tuple[str, str]:
     """(device, precision). A cuda request without CUDA is an error, not a silent crawl."""
-    has_cuda = torch.cuda.is_available()
-    device = train_cfg.device
-    if device == "auto":
-        device = "cuda" if has_cuda else "cpu"
-    if device == "cuda" and not has_cuda:
-        raise ConfigError("train.device", "cuda", "'cpu' or 'auto' on a machine without CUDA "
-                          "(the gpu preset needs a GPU; use preset=cpu here)")
+    device = devices.resolve_device(train_cfg.device, "train.device", " (the gpu preset needs a GPU; use preset=cpu here)")
     precision = train_cfg.precision
     if precision == "auto":
         precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -292,9 +287,10 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         # would recompile on every batch.
         model = torch.compile(model, dynamic=False)
     raw = acc.unwrap_model(model, keep_torch_compile=False)  # validation and saving: the plain module
-    # Snapshots feed the attention-evolution figure, which reads the first seed only.
     # The most loss targets one row of each task has: the compiled model's LM-head budget.
-    budgets = {t: int((d["train"].labels[:, 1:] != -100).sum(1).max()) for t, d in data.items()}
+    budgets = ({t: int((d["train"].labels[:, 1:] != -100).sum(1).max()) for t, d in data.items()}
+               if tc.compile else {})
+    # Snapshots feed the attention-evolution figure, which reads the first seed only.
     snaps = tc.snapshots if seed == tc.seeds[0] else 0
     snap_steps = {round(i * total / (snaps + 1)) for i in range(1, snaps + 1)}
     log = CsvLog(out / "train_log.csv", ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s",
@@ -371,14 +367,13 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
                     best[t] = {"val_loss": v, "step": done}
                     save_model_dir(raw, out / f"best_{t}")
             vlog.write(row)
-            rows.restart_clock()  # validation time is not step time
         if snapshot:
             save_model_dir(raw, out / "snapshots" / f"step{done:06d}")
         if checkpoint:
             save_training_state(out / "last", raw, opt if done < total else None,
                                 {"step": done, "best": best, "settings": settings})
-        if snapshot or checkpoint:
-            rows.restart_clock()
+        if evaluate or snapshot or checkpoint:
+            rows.restart_clock()  # validation and saving are not step time
     bar.close()
     wall = time.perf_counter() - t_run
     finished = (end == total)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import devices
 from .errors import CheckpointError, ConfigError
 from .io import load_tensors, save_tensors
 from .schema import build, rule
@@ -222,11 +223,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 # ---------------------------------------------------------------- training
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("tokenizer.device", name, "'cpu' or 'auto' (no CUDA device found)")
-    return torch.device(name)
+    return torch.device(devices.resolve_device(name, "tokenizer.device"))
 
 
 def init_model(cfg: VQConfig, seed: int) -> VQModel:
