@@ -245,6 +245,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm
 
+    t_setup = time.perf_counter()
     spec = cfg.run(run_name)
     tc = cfg.train
     out = Path(out_dir) if out_dir else run_dir(cfg, run_name, seed)
@@ -306,6 +307,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     model.train()
     end = total if stop_after is None else min(total, start + stop_after)
     t_run = time.perf_counter()
+    setup_s = t_run - t_setup  # data, model, device: a fixed cost every stage pays once per seed
     for step in bar:
         if step >= end:
             break
@@ -379,7 +381,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     finished = (end == total)
     summary = {"run": run_name, "seed": seed, "steps": total, "finished": finished,
                "device": device, "precision": precision, "processes": world,
-               "best": best, "wall_time_s_this_call": wall}
+               "best": best, "setup_s_this_call": setup_s, "wall_time_s_this_call": wall}
     if acc.is_main_process and finished:
         save_model_dir(raw, out / "final")
         write_json(out / "train_summary.json", summary | train_log_stats(out / "train_log.csv"))
