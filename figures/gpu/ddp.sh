@@ -3,7 +3,7 @@
 # compared by uvlm.ddp_check: loss agreement and throughput ratio. Run from the repository root
 # on a 2-GPU machine with uvlm and accelerate importable:  OUT=figures/bench bash figures/gpu/ddp.sh
 # Writes $OUT/ddp-<gpu>-d384.json/.md (the gpu preset's model), -notebook (the same through
-# notebook 03 and accelerate.notebook_launcher), -d768 (~86M params) and $OUT/ddp-logs.tgz (the runs' logs).
+# notebook 03 and accelerate.notebook_launcher), -d768 (~86M params), -d1024 (~207M params) and $OUT/ddp-logs.tgz (the runs' logs).
 set -u
 OUT=${OUT:-figures/bench}
 W=${W:-/tmp/uvlm-ddp}
@@ -64,9 +64,12 @@ notebook() {
   echo "[notebook_launcher, 2 GPUs] exit $? after $((SECONDS - s)) s"
   python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data/runs/$RUN/seed0" --device "$GPU" --out "$OUT/ddp-$SLUG-notebook"
 }
-# The gpu preset's model (~22M params, batch 64), then ~86M params at batch 128: more work per
+# The gpu preset's model (~22M params, batch 64), then ~86M and ~207M params at batch 128: more work per
 # kernel launch, so the second GPU is less hidden behind host overhead.
 pair d384 100
 notebook
 pair d768 110 --set train.batch_size=128 --set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048
+# ~200M params at batch 128: a size whose steps keep the GPU busy (41% MFU on one H100).
+pair d1024 150 --set train.batch_size=128 --set model.d_model=1024 --set model.n_layers=16 --set model.n_heads=16 \
+  --set model.n_kv_heads=16 --set model.ffn_hidden=2816
 (cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log ./*.ipynb runs data/runs params*.yaml)

@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--settings", default="eager,compile,compile")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="figures/gpu/train_speed")
+    ap.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a train key for every setting, e.g. seeds=[0] (read as YAML)")
     a = ap.parse_args()
     from uvlm.config import load_config
     from uvlm.train import launch_seeds, run_dir
@@ -39,6 +41,7 @@ def main() -> None:
         for i, name in enumerate(a.settings.split(",")):
             params = yaml.safe_load(Path(a.params).read_text())
             params.setdefault("train", {}).update(SETTINGS[name])
+            params["train"].update({k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in a.train)})
             params["paths"] = paths
             path = out / f"params_{name}.yaml"
             path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -48,6 +51,9 @@ def main() -> None:
             summaries = launch_seeds(cfg, run, str(path), progress=False)
             stage = time.perf_counter() - t0
             for s in summaries:
+                # the summary file, not the return value: one seed trains in this process and
+                # returns the bare summary
+                s = json.loads((run_dir(cfg, run, s["seed"]) / "train_summary.json").read_text())
                 log = list(csv.DictReader((run_dir(cfg, run, s["seed"]) / "train_log.csv").open()))
                 rows.append({"run": run, "setting": name, "repeat": a.settings.split(",")[:i].count(name),
                              "seed": s["seed"], "stage_s": round(stage, 1),
