@@ -68,3 +68,26 @@ def test_check_keeps_one_row_per_step_and_the_slowest_process(tmp_path):
     assert r["train_loss_smoothed"]["max_abs_diff"] == 0.0 and r["val_loss"]["val_loss_u"]["steps_compared"] == 1
     with pytest.raises(ConfigError, match="window"):
         ddp_check.compare(tmp_path / "one", tmp_path / "two", window=0)
+
+
+def _run_dir(path, losses, val):
+    path.mkdir()
+    _write(path / "train_log.csv", TRAIN_FIELDS,
+           [{"step": s + 1, "task": "u", "loss": x, "lr": 1e-3, "step_time_s": 0.1, "tokens_per_s": 1e4,
+             "flops_per_step": 1.0} for s, x in enumerate(losses)])
+    _write(path / "val_log.csv", ["step", "val_loss_u"], [{"step": len(losses), "val_loss_u": val}])
+    return path
+
+
+def test_the_noise_verdict_judges_the_gap_against_another_seed(tmp_path):
+    one = _run_dir(tmp_path / "one", [3.0, 2.0, 1.0, 0.5], 0.50)
+    two = _run_dir(tmp_path / "two", [3.0, 2.1, 1.1, 0.6], 0.58)      # 0.1 above one; val +0.08
+    seed = _run_dir(tmp_path / "seed1", [3.0, 2.2, 1.2, 0.7], 0.60)   # another seed: 0.2 above; val +0.10
+    r = ddp_check.compare(one, two, window=1, skip=0, tol=0.05, noise=seed)
+    assert not r["losses_agree"]  # beyond the fixed tolerance ...
+    assert r["losses_agree_within_noise"]  # ... but closer than two seeds are
+    assert r["noise"]["train_loss_smoothed"]["max_abs_diff"] == pytest.approx(0.2)
+    assert "within that noise: **yes**" in ddp_check.markdown(r)
+    close = _run_dir(tmp_path / "close", [3.0, 2.05, 1.05, 0.55], 0.52)
+    assert not ddp_check.compare(one, seed, window=1, skip=0, noise=close)["losses_agree_within_noise"]
+    assert "noise" not in ddp_check.compare(one, two, window=1, skip=0)

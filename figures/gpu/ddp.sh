@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One run trained on 1 GPU and on 2 GPUs (accelerate, bf16) at the same seed and global batch,
 # compared by uvlm.ddp_check: loss agreement and throughput ratio. Run from the repository root
-# on a 2-GPU machine with uvlm and accelerate importable:  OUT=figures/bench bash figures/gpu/ddp.sh
+# on a 2-GPU machine with uvlm and accelerate importable:
+#   OUT=figures/bench bash figures/gpu/ddp.sh [d384 threads notebook d768 d1024]   (default: all)
 # Writes $OUT/ddp-<gpu>-d384.json/.md (the gpu preset's model), -notebook (the same through
 # notebook 03 and accelerate.notebook_launcher), -d768 (~86M params), -d1024 (~207M params) and $OUT/ddp-logs.tgz (the runs' logs).
 set -u
@@ -41,18 +42,34 @@ echo "[data+tokenizer] exit $? after $((SECONDS - t0)) s"
 SLUG=$(python -c "import torch; from uvlm.bench import device_slug; print(device_slug(torch.cuda.get_device_name()))")
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 
-# pair TAG LIMIT_S SETS...: the run on GPU 0 alone, then on both GPUs, then the check.
+# pair TAG LIMIT_S SETS...: the run on GPU 0 alone, then on both GPUs, then on GPU 0 alone at
+# another seed (the noise the 1-vs-2-GPU gap is judged against), then the check.
 pair() {
   local tag=$1 limit=$2; shift 2
-  local args=(--params "$W/params.yaml" --run "$RUN" --seed 0 --no-progress "$@")
+  local args=(--params "$W/params.yaml" --run "$RUN" --no-progress "$@")
   local s=$SECONDS
-  CUDA_VISIBLE_DEVICES=0 timeout "$limit" python -m uvlm.train_cli "${args[@]}" --out "$W/runs/$tag-1gpu" \
+  CUDA_VISIBLE_DEVICES=0 timeout "$limit" python -m uvlm.train_cli "${args[@]}" --seed 0 --out "$W/runs/$tag-1gpu" \
     > "$W/$tag-1gpu.log" 2>&1
   echo "[$tag 1 GPU] exit $? after $((SECONDS - s)) s"; s=$SECONDS
   timeout "$limit" accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision bf16 \
-    --dynamo_backend no -m uvlm.train_cli "${args[@]}" --out "$W/runs/$tag-2gpu" > "$W/$tag-2gpu.log" 2>&1
-  echo "[$tag 2 GPUs] exit $? after $((SECONDS - s)) s"
-  python -m uvlm.ddp_check "$W/runs/$tag-1gpu" "$W/runs/$tag-2gpu" --device "$GPU" --out "$OUT/ddp-$SLUG-$tag"
+    --dynamo_backend no -m uvlm.train_cli "${args[@]}" --seed 0 --out "$W/runs/$tag-2gpu" > "$W/$tag-2gpu.log" 2>&1
+  echo "[$tag 2 GPUs] exit $? after $((SECONDS - s)) s"; s=$SECONDS
+  CUDA_VISIBLE_DEVICES=0 timeout "$limit" python -m uvlm.train_cli "${args[@]}" --seed 1 --out "$W/runs/$tag-1gpu-seed1" \
+    > "$W/$tag-1gpu-seed1.log" 2>&1
+  echo "[$tag 1 GPU, seed 1] exit $? after $((SECONDS - s)) s"
+  python -m uvlm.ddp_check "$W/runs/$tag-1gpu" "$W/runs/$tag-2gpu" --noise "$W/runs/$tag-1gpu-seed1" \
+    --device "$GPU" --out "$OUT/ddp-$SLUG-$tag"
+}
+# threads: d384 on both GPUs with every core's thread pool in each process (train.threads=0
+# used to mean that under a launch; now each process takes its share), against d384's 1-GPU run.
+threads() {
+  local s=$SECONDS
+  timeout 100 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision bf16 \
+    --dynamo_backend no -m uvlm.train_cli --params "$W/params.yaml" --run "$RUN" --seed 0 --no-progress \
+    --set train.threads="$(nproc)" --out "$W/runs/d384-2gpu-allcores" > "$W/d384-2gpu-allcores.log" 2>&1
+  echo "[d384 2 GPUs, $(nproc) threads each] exit $? after $((SECONDS - s)) s"
+  python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/runs/d384-2gpu-allcores" --device "$GPU" \
+    --out "$OUT/ddp-$SLUG-d384-allcores"
 }
 # notebook: the training notebook itself through papermill with train.num_processes=2, so that
 # it starts accelerate.notebook_launcher (uvlm.train.launch_run), checked against d384's 1-GPU run.
@@ -62,14 +79,25 @@ notebook() {
   timeout 150 papermill --log-output --no-progress-bar --cwd "$W" notebooks/03_train.ipynb \
     "$W/03_train_notebook_launcher.ipynb" -p params_path params_notebook.yaml -p run "$RUN" > "$W/notebook.log" 2>&1
   echo "[notebook_launcher, 2 GPUs] exit $? after $((SECONDS - s)) s"
-  python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data/runs/$RUN/seed0" --device "$GPU" --out "$OUT/ddp-$SLUG-notebook"
+  python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data/runs/$RUN/seed0" --noise "$W/runs/d384-1gpu-seed1" \
+    --device "$GPU" --out "$OUT/ddp-$SLUG-notebook"
 }
-# The gpu preset's model (~22M params, batch 64), then ~86M and ~207M params at batch 128: more work per
-# kernel launch, so the second GPU is less hidden behind host overhead.
-pair d384 100
-notebook
-pair d768 110 --set train.batch_size=128 --set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048
-# ~200M params at batch 128: a size whose steps keep the GPU busy (41% MFU on one H100).
-pair d1024 150 --set train.batch_size=128 --set model.d_model=1024 --set model.n_layers=16 --set model.n_heads=16 \
-  --set model.n_kv_heads=16 --set model.ffn_hidden=2816
+# The gpu preset's model (~22M params, batch 64), then ~86M and ~207M params at batch 128: more
+# work per kernel launch, so the second GPU is less hidden behind host overhead.
+D768=(--set train.batch_size=128 --set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12
+      --set model.ffn_hidden=2048)
+D1024=(--set train.batch_size=128 --set model.d_model=1024 --set model.n_layers=16 --set model.n_heads=16
+       --set model.n_kv_heads=16 --set model.ffn_hidden=2816)
+one() {
+  case $1 in
+    d384) pair d384 100 ;;
+    threads) threads ;;  # needs d384 first
+    notebook) notebook ;;  # needs d384 first
+    d768) pair d768 110 "${D768[@]}" ;;
+    d1024) pair d1024 150 "${D1024[@]}" ;;
+    *) echo "unknown check '$1': one of d384 threads notebook d768 d1024"; return 2 ;;
+  esac
+}
+if (( $# )); then names=("$@"); else names=(d384 threads notebook d768 d1024); fi
+for name in "${names[@]}"; do one "$name"; done
 (cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log ./*.ipynb runs data/runs params*.yaml)

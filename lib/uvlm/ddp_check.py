@@ -1,6 +1,6 @@
 """Does a run trained on N processes match the same run on one? Compare their logs.
 
-    python -m uvlm.ddp_check data/runs/u_base/seed0 runs/u_base_2gpu [--out figures/bench/ddp-h100]
+    python -m uvlm.ddp_check data/runs/u_base/seed0 runs/u_base_2gpu [--noise runs/u_base_seed1] [--out ...]
 
 Both folders hold ``train_log.csv`` and ``val_log.csv`` of ``uvlm.train.train_run`` at the
 same seed and global batch, so every step sees the same samples and only the split across
@@ -77,33 +77,56 @@ def processes_of(run_dir: Path) -> Optional[int]:
     return json.loads(summary.read_text()).get("processes") if summary.exists() else None
 
 
-def compare(dir_a, dir_b, window: int = 20, skip: int = 5, tol: float = 0.05, device: Optional[str] = None) -> dict:
-    """The comparison of run folder ``dir_a`` (reference, e.g. one GPU) with ``dir_b``."""
+def loss_gaps(dir_a: Path, dir_b: Path, window: int) -> dict:
+    """The raw and smoothed training-loss gaps and the validation-loss gaps of two run folders."""
+    train_a, train_b = read_log(dir_a / "train_log.csv"), read_log(dir_b / "train_log.csv")
+    val_a, val_b = read_log(dir_a / "val_log.csv"), read_log(dir_b / "val_log.csv")
+    val_cols = [c for c in next(iter(val_a.values()), {}) if c.startswith("val_loss_")]
+    return {"train_loss_raw": _max_gap({s: float(r["loss"]) for s, r in train_a.items()},
+                                       {s: float(r["loss"]) for s, r in train_b.items()}),
+            "train_loss_smoothed": _max_gap(smoothed_loss(train_a, window), smoothed_loss(train_b, window)),
+            "val_loss": {c: _max_gap({s: float(r[c]) for s, r in val_a.items() if r.get(c)},
+                                     {s: float(r[c]) for s, r in val_b.items() if r.get(c)}) for c in val_cols}}
+
+
+def worst_gaps(gaps: dict) -> dict[str, Optional[float]]:
+    """{curve: its largest gap} for the smoothed training loss and each validation loss."""
+    curves = {"train_loss_smoothed": gaps["train_loss_smoothed"], **gaps["val_loss"]}
+    return {k: (g["max_abs_diff"] if g else None) for k, g in curves.items()}
+
+
+def compare(dir_a, dir_b, window: int = 20, skip: int = 5, tol: float = 0.05, device: Optional[str] = None,
+            noise=None) -> dict:
+    """The comparison of run folder ``dir_a`` (reference, e.g. one GPU) with ``dir_b``.
+
+    ``noise``: a run folder of the reference's setting at another seed. Two seeds' curves
+    differ by the training noise itself, so the verdict ``losses_agree_within_noise`` asks
+    whether ``dir_b`` is no further from ``dir_a`` than that; a fixed ``tol`` cannot know
+    how noisy a larger model's short run is.
+    """
     if window < 1:
         raise ConfigError("window", window, "an integer >= 1")
     if skip < 0:
         raise ConfigError("skip", skip, "an integer >= 0")
     dir_a, dir_b = Path(dir_a), Path(dir_b)
-    train_a, train_b = read_log(dir_a / "train_log.csv"), read_log(dir_b / "train_log.csv")
-    val_a, val_b = read_log(dir_a / "val_log.csv"), read_log(dir_b / "val_log.csv")
-    val_cols = [c for c in next(iter(val_a.values()), {}) if c.startswith("val_loss_")]
-    val = {c: _max_gap({s: float(r[c]) for s, r in val_a.items() if r.get(c)},
-                       {s: float(r[c]) for s, r in val_b.items() if r.get(c)}) for c in val_cols}
-    speed_a, speed_b = throughput(train_a, skip), throughput(train_b, skip)
+    gaps = loss_gaps(dir_a, dir_b, window)
+    speed_a = throughput(read_log(dir_a / "train_log.csv"), skip)
+    speed_b = throughput(read_log(dir_b / "train_log.csv"), skip)
     result = {
         "format": FORMAT, "device": device, "runs": [str(dir_a), str(dir_b)],
         "processes": [processes_of(dir_a), processes_of(dir_b)],
-        "window": window, "skip": skip, "tolerance": tol,
-        "train_loss_raw": _max_gap({s: float(r["loss"]) for s, r in train_a.items()},
-                                   {s: float(r["loss"]) for s, r in train_b.items()}),
-        "train_loss_smoothed": _max_gap(smoothed_loss(train_a, window), smoothed_loss(train_b, window)),
-        "val_loss": val,
+        "window": window, "skip": skip, "tolerance": tol, **gaps,
         "throughput": [speed_a, speed_b],
         "tokens_per_s_ratio": speed_b["median_tokens_per_s"] / speed_a["median_tokens_per_s"],
         "train_time_ratio": speed_a["train_time_s"] / speed_b["train_time_s"],
+        "losses_agree": all(g is not None and g <= tol for g in worst_gaps(gaps).values()),
     }
-    gaps = [result["train_loss_smoothed"]] + list(val.values())
-    result["losses_agree"] = all(g is not None and g["max_abs_diff"] <= tol for g in gaps)
+    if noise is not None:
+        result["noise_run"] = str(noise)
+        result["noise"] = loss_gaps(dir_a, Path(noise), window)
+        ours, seeds = worst_gaps(gaps), worst_gaps(result["noise"])
+        result["losses_agree_within_noise"] = all(
+            g is not None and seeds.get(k) is not None and g <= seeds[k] for k, g in ours.items())
     return result
 
 
@@ -123,6 +146,12 @@ def markdown(r: dict) -> str:
               f"{tb['median_tokens_per_s']:,.0f}: **{r['tokens_per_s_ratio']:.2f}x**; summed step time "
               f"{ta['train_time_s']:.1f} s vs {tb['train_time_s']:.1f} s ({r['train_time_ratio']:.2f}x)",
               f"- losses agree within {r['tolerance']}: **{'yes' if r['losses_agree'] else 'no'}**"]
+    if "noise" in r:
+        nz = r["noise"]
+        vals = ", ".join(f"{c} {g['max_abs_diff']:.4f}" for c, g in nz["val_loss"].items() if g)
+        lines += [f"- noise: the reference against `{r['noise_run']}` (same setting, another seed): smoothed "
+                  f"training loss max |diff| {nz['train_loss_smoothed']['max_abs_diff']:.4f}; {vals}",
+                  f"- losses agree within that noise: **{'yes' if r['losses_agree_within_noise'] else 'no'}**"]
     return "\n".join(lines)
 
 
@@ -135,9 +164,11 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", type=int, default=5, help="warm-up steps left out of throughput (default 5)")
     ap.add_argument("--tol", type=float, default=0.05, help="largest loss gap that counts as agreement")
     ap.add_argument("--device", help="the machine's name, recorded in the result")
+    ap.add_argument("--noise", help="run folder of the reference's setting at another seed: the noise the "
+                                    "gaps are judged against")
     a = ap.parse_args(argv)
     try:
-        result = compare(a.reference, a.other, a.window, a.skip, a.tol, a.device)
+        result = compare(a.reference, a.other, a.window, a.skip, a.tol, a.device, noise=a.noise)
     except (ConfigError, MissingInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,24 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def local_processes() -> int:
+    """How many processes of one multi-process launch share this machine: torchrun / `accelerate
+    launch` set LOCAL_WORLD_SIZE, accelerate's notebook_launcher NPROC; 1 outside a launch."""
+    for key in ("LOCAL_WORLD_SIZE", "NPROC"):
+        try:
+            return max(1, int(os.environ[key]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
+def cores_per_process() -> int:
+    """This process's share of the cores when a launch started several on the machine: two
+    processes with a thread pool of every core each oversubscribe it, and their spinning
+    OpenMP workers delay the host thread that launches the GPU's kernels."""
+    return max(1, available_cores() // local_processes())
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None):
     """Run the block with ``n`` threads (0: every core this process may use; None: unchanged)."""

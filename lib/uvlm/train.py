@@ -186,9 +186,9 @@ def train_run(cfg, run_name: str, seed: int, out_dir=None, stop_after: int | Non
     ``stop_after`` ends the loop after that many steps (as if the process were
     killed right after a checkpoint); the next call resumes.
     """
-    from .threads import cpu_threads
+    from .threads import cores_per_process, cpu_threads
 
-    with cpu_threads(cfg.train.threads):
+    with cpu_threads(cfg.train.threads or cores_per_process()):
         return _train_run(cfg, run_name, seed, out_dir, stop_after, progress)
 
 

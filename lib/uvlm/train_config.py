@@ -53,7 +53,8 @@ class TrainConfig:
     # H100 busy, and three seeds gave 1.16-1.24x (figures/gpu/README.md). On CPU the cores are
     # split between them, which gains little. Ignored when num_processes > 1.
     parallel_seeds: int = field(default=1, metadata=rule(ge=1, le=16))
-    # torch CPU threads (0: every core this process may use). Training owns the machine while
+    # torch CPU threads (0: every core this process may use, split between the processes of a
+    # multi-GPU launch). Training owns the machine while
     # `dvc repro` runs it (stages run one at a time), and 2 threads ran 1.7-2.3x faster than 1 on
     # an idle 2-core machine; on a machine shared with other jobs, set 1 (see uvlm/threads.py).
     threads: int = field(default=0, metadata=rule(ge=0))

@@ -1,0 +1,22 @@
+"""CPU thread counts: a multi-process launch splits the machine's cores between its processes."""
+import pytest
+
+from uvlm import threads
+
+
+@pytest.mark.parametrize("env,expected", [({}, 1), ({"LOCAL_WORLD_SIZE": "2"}, 2), ({"NPROC": "4"}, 4),
+                                          ({"LOCAL_WORLD_SIZE": "junk", "NPROC": "3"}, 3)])
+def test_local_processes_reads_the_launchers_variables(monkeypatch, env, expected):
+    for key in ("LOCAL_WORLD_SIZE", "NPROC"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert threads.local_processes() == expected
+
+
+def test_cores_are_split_between_local_processes(monkeypatch):
+    monkeypatch.setattr(threads, "available_cores", lambda: 32)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads.cores_per_process() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert threads.cores_per_process() == 1  # never zero
