@@ -91,8 +91,9 @@ class AttnSpec:
 #   split: keys in sequence order and two mask-free calls: the text before the image attends
 #          causally to itself, the text after it attends to every earlier key, a lower-right
 #          causal pattern that SDPA's fused kernels take without a mask tensor.
-# Both compute the same attention (tests/test_accelerators.py). ``mask`` is the default: the
-# split kernel's speed has not yet been measured on a GPU (python -m uvlm.bench --compare himix).
+# Both compute the same attention (tests/test_accelerators.py). ``mask`` is the default because
+# it is the faster one: compiled at 207M on an H200 the split kernel's HiMix step took 1.14x the
+# masked one's (figures/bench/nvidia-h200-himix-kernels.md; python -m uvlm.bench --compare himix).
 HIMIX_KERNELS = ("mask", "split")
 _himix_kernel = ["mask"]
 
