@@ -212,13 +212,15 @@ def launch_run(cfg, run_name: str, seed: int) -> dict:
     return read_json(run_dir(cfg, run_name, seed) / "train_summary.json", stage=f"train@{run_name}")
 
 
-def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress: bool = True) -> list[dict]:
+def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress: bool = True,
+                 sets: tuple[str, ...] = ()) -> list[dict]:
     """Train ``run_name`` at every seed of ``train.seeds``; return their summaries in that order.
 
     With ``train.parallel_seeds`` > 1 (and one process per run), that many seeds train at once,
-    each as ``python -m uvlm.train_cli`` reading ``params_path``, so ``cfg`` must be that file's
-    config; their logs go to ``<run dir>/logs``. Otherwise the seeds train one after another
-    through :func:`launch_run`. Either way a finished seed is reused and a cut one resumes.
+    each as ``python -m uvlm.train_cli`` reading ``params_path`` with the ``KEY=VALUE``
+    overrides ``sets``, so ``cfg`` must be that file's config with those overrides; their logs
+    go to ``<run dir>/logs``. Otherwise the seeds train one after another through
+    :func:`launch_run`. Either way a finished seed is reused and a cut one resumes.
     """
     tc = cfg.train
     k = min(tc.parallel_seeds, len(tc.seeds))
@@ -232,6 +234,7 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     threads = tc.threads or threads_per_process(k)
     commands = {f"seed{seed}": [sys.executable, "-m", "uvlm.train_cli", "--params", str(params_path),
                                 "--run", run_name, "--seed", str(seed), "--no-progress",
+                                *[a for kv in sets for a in ("--set", kv)],
                                 "--set", f"train.threads={threads}"] for seed in tc.seeds}
     logs = run_dir(cfg, run_name, tc.seeds[0]).parent / "logs"
     result = run_processes(commands, k, logs, progress=progress, desc=f"{run_name}: {len(commands)} seeds, {k} at once")
