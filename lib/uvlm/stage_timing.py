@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="u_base", help="comma-separated run names of runs: (default u_base)")
     ap.add_argument("--settings", default="eager,compile,compile",
                     help=f"comma-separated, each one of {sorted(SETTINGS)} (default eager,compile,compile)")
-    ap.add_argument("--out", default="stage_timing", help="output folder (default: ./stage_timing)")
+    ap.add_argument("--out", default="data/stage_timing", help="output folder (default: data/stage_timing, "
+                                                                  "outside git)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override one params key for every setting, e.g. preset=gpu (repeatable)")
     ap.add_argument("--progress", action="store_true", help="progress bars")

@@ -25,11 +25,16 @@ def local_processes() -> int:
     return 1
 
 
+def cores_each(processes: int) -> int:
+    """One process's share of the cores when ``processes`` run on the machine at once."""
+    return max(1, available_cores() // max(1, processes))
+
+
 def cores_per_process() -> int:
     """This process's share of the cores when a launch started several on the machine: two
     processes with a thread pool of every core each oversubscribe it, and their spinning
     OpenMP workers delay the host thread that launches the GPU's kernels."""
-    return max(1, available_cores() // local_processes())
+    return cores_each(local_processes())
 
 
 @contextlib.contextmanager
