@@ -42,6 +42,9 @@ echo "[data+tokenizer] exit $? after $((SECONDS - t0)) s"
 SLUG=$(python -c "import torch; from uvlm.bench import device_slug; print(device_slug(torch.cuda.get_device_name()))")
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 
+# uvlm.train_cli on both GPUs through accelerate (DDP, bf16); an array, so `timeout` can run it.
+TWO_GPUS=(accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision bf16
+          --dynamo_backend no -m uvlm.train_cli)
 # pair TAG LIMIT_S SETS...: the run on GPU 0 alone, then on both GPUs, then on GPU 0 alone at
 # another seed (the noise the 1-vs-2-GPU gap is judged against), then the check.
 pair() {
@@ -51,8 +54,7 @@ pair() {
   CUDA_VISIBLE_DEVICES=0 timeout "$limit" python -m uvlm.train_cli "${args[@]}" --seed 0 --out "$W/runs/$tag-1gpu" \
     > "$W/$tag-1gpu.log" 2>&1
   echo "[$tag 1 GPU] exit $? after $((SECONDS - s)) s"; s=$SECONDS
-  timeout "$limit" accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision bf16 \
-    --dynamo_backend no -m uvlm.train_cli "${args[@]}" --seed 0 --out "$W/runs/$tag-2gpu" > "$W/$tag-2gpu.log" 2>&1
+  timeout "$limit" "${TWO_GPUS[@]}" "${args[@]}" --seed 0 --out "$W/runs/$tag-2gpu" > "$W/$tag-2gpu.log" 2>&1
   echo "[$tag 2 GPUs] exit $? after $((SECONDS - s)) s"; s=$SECONDS
   CUDA_VISIBLE_DEVICES=0 timeout "$limit" python -m uvlm.train_cli "${args[@]}" --seed 1 --out "$W/runs/$tag-1gpu-seed1" \
     > "$W/$tag-1gpu-seed1.log" 2>&1
@@ -64,8 +66,7 @@ pair() {
 # used to mean that under a launch; now each process takes its share), against d384's 1-GPU run.
 threads() {
   local s=$SECONDS
-  timeout 100 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision bf16 \
-    --dynamo_backend no -m uvlm.train_cli --params "$W/params.yaml" --run "$RUN" --seed 0 --no-progress \
+  timeout 100 "${TWO_GPUS[@]}" --params "$W/params.yaml" --run "$RUN" --seed 0 --no-progress \
     --set train.threads="$(nproc)" --out "$W/runs/d384-2gpu-allcores" > "$W/d384-2gpu-allcores.log" 2>&1
   echo "[d384 2 GPUs, $(nproc) threads each] exit $? after $((SECONDS - s)) s"
   python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/runs/d384-2gpu-allcores" --device "$GPU" \

@@ -77,10 +77,14 @@ def processes_of(run_dir: Path) -> Optional[int]:
     return json.loads(summary.read_text()).get("processes") if summary.exists() else None
 
 
-def loss_gaps(dir_a: Path, dir_b: Path, window: int) -> dict:
-    """The raw and smoothed training-loss gaps and the validation-loss gaps of two run folders."""
-    train_a, train_b = read_log(dir_a / "train_log.csv"), read_log(dir_b / "train_log.csv")
-    val_a, val_b = read_log(dir_a / "val_log.csv"), read_log(dir_b / "val_log.csv")
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    """(training log, validation log) of one run folder."""
+    return read_log(run_dir / "train_log.csv"), read_log(run_dir / "val_log.csv")
+
+
+def loss_gaps(run_a: tuple[dict, dict], run_b: tuple[dict, dict], window: int) -> dict:
+    """The raw and smoothed training-loss gaps and the validation-loss gaps of two runs' logs."""
+    (train_a, val_a), (train_b, val_b) = run_a, run_b
     val_cols = [c for c in next(iter(val_a.values()), {}) if c.startswith("val_loss_")]
     return {"train_loss_raw": _max_gap({s: float(r["loss"]) for s, r in train_a.items()},
                                        {s: float(r["loss"]) for s, r in train_b.items()}),
@@ -109,9 +113,9 @@ def compare(dir_a, dir_b, window: int = 20, skip: int = 5, tol: float = 0.05, de
     if skip < 0:
         raise ConfigError("skip", skip, "an integer >= 0")
     dir_a, dir_b = Path(dir_a), Path(dir_b)
-    gaps = loss_gaps(dir_a, dir_b, window)
-    speed_a = throughput(read_log(dir_a / "train_log.csv"), skip)
-    speed_b = throughput(read_log(dir_b / "train_log.csv"), skip)
+    run_a, run_b = read_run(dir_a), read_run(dir_b)
+    gaps = loss_gaps(run_a, run_b, window)
+    speed_a, speed_b = throughput(run_a[0], skip), throughput(run_b[0], skip)
     result = {
         "format": FORMAT, "device": device, "runs": [str(dir_a), str(dir_b)],
         "processes": [processes_of(dir_a), processes_of(dir_b)],
@@ -123,7 +127,7 @@ def compare(dir_a, dir_b, window: int = 20, skip: int = 5, tol: float = 0.05, de
     }
     if noise is not None:
         result["noise_run"] = str(noise)
-        result["noise"] = loss_gaps(dir_a, Path(noise), window)
+        result["noise"] = loss_gaps(run_a, read_run(Path(noise)), window)
         ours, seeds = worst_gaps(gaps), worst_gaps(result["noise"])
         result["losses_agree_within_noise"] = all(
             g is not None and seeds.get(k) is not None and g <= seeds[k] for k, g in ours.items())

@@ -21,13 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UVLMError
-from .threads import cores_each
-
-
-def threads_per_process(concurrency: int) -> int:
-    """The host's cores split between the processes: on CPU they do the work, on a GPU they
-    tokenise and launch kernels, and N processes of all-core thread pools thrash each other."""
-    return cores_each(concurrency)
 
 
 def _die_with_parent(parent: int) -> None:

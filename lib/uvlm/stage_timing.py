@@ -52,7 +52,7 @@ def seed_row(run_dir: Path, **keys) -> dict:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     first = next(csv.DictReader((run_dir / "train_log.csv").open()))
     return {**keys, "seed": summary["seed"],
-            "setup_s": round(summary.get("setup_s_this_call", float("nan")), 2),
+            "setup_s": round(summary["setup_s_this_call"], 2),
             "first_step_s": round(float(first["step_time_s"]), 2),
             "train_time_s": round(summary["train_time_s"], 2),
             "mean_step_ms": round(1e3 * summary["mean_step_time_s"], 2),

@@ -10,7 +10,8 @@ import json
 import sys
 
 from .process_pool import raise_failures as _raise_failures
-from .process_pool import run_processes, threads_per_process
+from .process_pool import run_processes
+from .threads import cores_each
 from .sweep_plan import Job
 
 
@@ -26,7 +27,7 @@ def run_jobs(params: str, jobs: list[Job], concurrency: int, solo_params: float,
     Returns {"done": [...ids], "failed": {id: log path}, "wall_s": seconds}. Failures do not
     stop the others; the caller decides what a failure means.
     """
-    threads = threads_per_process(concurrency)
+    threads = cores_each(concurrency)
     by_id = {j.id: j for j in schedule_order(jobs)}
     commands = {jid: [sys.executable, "-m", "uvlm.sweep_job", "--params", str(params),
                       "--job", json.dumps(j.to_dict()), "--threads", str(threads)] for jid, j in by_id.items()}

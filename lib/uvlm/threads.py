@@ -26,7 +26,9 @@ def local_processes() -> int:
 
 
 def cores_each(processes: int) -> int:
-    """One process's share of the cores when ``processes`` run on the machine at once."""
+    """One process's share of the cores when ``processes`` run on the machine at once: on CPU
+    they do the work, on a GPU they tokenise and launch kernels, and N processes of all-core
+    thread pools thrash each other."""
     return max(1, available_cores() // max(1, processes))
 
 

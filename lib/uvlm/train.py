@@ -229,9 +229,10 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     import sys
 
     from .io import read_json
-    from .process_pool import raise_failures, run_processes, threads_per_process
+    from .process_pool import raise_failures, run_processes
+    from .threads import cores_each
 
-    threads = tc.threads or threads_per_process(k)
+    threads = tc.threads or cores_each(k)
     commands = {f"seed{seed}": [sys.executable, "-m", "uvlm.train_cli", "--params", str(params_path),
                                 "--run", run_name, "--seed", str(seed), "--no-progress",
                                 *[a for kv in sets for a in ("--set", kv)],
