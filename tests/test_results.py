@@ -334,3 +334,80 @@ def test_g_nll_noise_comes_from_its_saved_standard_error():
     metrics = {"g": {"nll": {"in_dist": {"nll": 3.1, "se": 0.02, "n_images": 200, "n_tokens": 13000}}}}
     assert seed_noise(metrics)[("in_dist", "G-NLL")] == {"se": 0.02, "n": 200}
     assert ("transfer", "G-NLL") not in seed_noise(metrics)
+
+
+def test_loss_view_is_reported_beside_the_verdicts_and_never_decides_them(cfg):
+    res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (50, 12),
+                         "u_himix": (50, None), "g_hmgen_k3": (None, 10),
+                         "ug_himix_hmgen_shareall": (50, 12), "ug_himix_hmgen_sharepartial": (50, 12)})
+    nll = {"u_base": (0.155, 0.005), "ug_base": (0.098, 0.024), "u_himix": (0.151, 0.007),
+           "ug_himix_hmgen_shareall": (0.176, 0.014), "ug_himix_hmgen_sharepartial": (0.167, 0.007)}
+    for run, (mean, std) in nll.items():
+        for s in ("in_dist", "transfer"):
+            res.stats[(run, s, C.LOSS_VIEW)] = (mean, std, 3)
+    before = [c["verdict"] for c in C.claims_c4_c6(res)]
+    c4, c5, c6 = C.claims_c4_c6(res)
+    assert [c4["verdict"], c5["verdict"], c6["verdict"]] == before == [C.NOT_AT_SCALE, C.NOT_TESTABLE,
+                                                                         C.NOT_TESTABLE]
+    # 0.098 vs 0.155: a gap of 0.057 beyond the spread 0.024 + 0.005 -> better (lower is better).
+    assert c4["details"]["loss_view"]["in_dist"]["outcome"] == "better"
+    assert "Loss view (reported, not part of the verdict): in-dist U-NLL 0.098 vs 0.155 (±0.029), better" \
+        in c4["numbers"]
+    assert c5["details"]["loss_view"]["in_dist"]["outcome"] == "worse"          # 0.176 vs HiMix's 0.151
+    assert c6["details"]["loss_view"]["in_dist"]["outcome"] == "within spread"  # 0.167 vs 0.176 (±0.021)
+    c2 = C.claim_c2(res)
+    assert c2["details"]["loss_view"]["transfer"]["outcome"] == "within spread"
+    # One seed and no item-level noise: the sign only, and the text says so.
+    res.stats.update({(r, s, C.LOSS_VIEW): (m, None, 1) for r, (m, _) in nll.items() for s in ("in_dist", "transfer")})
+    assert "U-NLL 0.098 vs 0.155 (no noise estimate: sign only)" in C.claims_c4_c6(res)[0]["numbers"]
+
+
+def test_u_nll_is_a_table_column_read_from_the_u_test_items(cfg):
+    from uvlm import tables as T
+    m = _metrics(50, 4)
+    for s in S.SUBSETS:
+        m["u"]["u_test"] = {**m["u"].get("u_test", {}), s: {"nll": 0.25, "n": 10}}
+    assert S.nested_get(m, ("u", "u_test", "in_dist", "nll")) == 0.25
+    assert "U-NLL" in R.LOWER_IS_BETTER and ("U-NLL", "U-NLL", 3) in T.U_COLUMNS
+
+
+def _record(tmp_path):
+    """A record folder as the gpu pipeline brings one back: params, per-run metrics, summaries, run info."""
+    from uvlm.rescore import rescore  # noqa: F401  (importable without data)
+    record = tmp_path / "record"
+    record.mkdir()
+    (record / "params.yaml").write_text(yaml.safe_dump({"preset": "tiny", "train": {"seeds": [0, 1, 2]},
+                                                        "runs": GRID}, sort_keys=False))
+    cfg = load_config(record / "params.yaml", overrides={"paths": {"data": str(record), "figures": str(record)}})
+    for i, run in enumerate(GRID):
+        _write_run(cfg, run, [(50 + i, 4), (51 + i, 4), (52 + i, 4)], [10.0, 11.0, 12.0])
+    write_json(record / "metrics" / "results.json", {"runs": R.run_info(cfg, SHAPES, VOCAB), "fig5": {"kept": 1}})
+    return record
+
+
+def test_rescore_rewrites_a_record_from_its_saved_scores(tmp_path):
+    from uvlm.io import read_json
+    from uvlm.rescore import main, rescore
+    record = _record(tmp_path)
+    claims = rescore(record)
+    assert [c["id"] for c in claims] == ["C1", "C2", "C3", "C4", "C5", "C6"]
+    assert "U-NLL" in (record / "tables" / "table3.md").read_text()
+    assert (record / "claims.md").read_text().startswith("# The paper's claims")
+    saved = read_json(record / "metrics" / "results.json")
+    assert saved["fig5"] == {"kept": 1} and [c["id"] for c in saved["claims"]] == [c["id"] for c in claims]
+    assert (record / "fig_synergy.png").stat().st_size > 0 and (record / "fig_efficiency.png").stat().st_size > 0
+    assert main([str(record)]) == 0
+
+
+def test_rescore_names_what_a_record_lacks(tmp_path, capsys):
+    from uvlm.errors import UVLMError
+    from uvlm.rescore import main, rescore
+    record = _record(tmp_path)
+    saved = yaml.safe_load((record / "metrics" / "results.json").read_text())
+    write_json(record / "metrics" / "results.json", {"runs": {"u_base": saved["runs"]["u_base"]}})
+    with pytest.raises(UVLMError, match="does not describe the runs"):
+        rescore(record)
+    (record / "metrics" / "results.json").unlink()
+    with pytest.raises(MissingInputError, match="results.json"):
+        rescore(record)
+    assert main([str(tmp_path / "nowhere")]) == 2 and "params.yaml" in capsys.readouterr().err

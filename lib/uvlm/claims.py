@@ -45,6 +45,10 @@ VERDICT_RULE = (
     f"late/first image-share ratio wholly below {REDUNDANCY_CEILING:g}); partly if it holds with a mild U "
     f"decline only (interval below 1, not below {REDUNDANCY_CEILING:g}) or if only one of its parts holds; "
     "else not at this scale.")
+# Reported beside the verdicts of C2 and C4-C6, never deciding them: the answer NLL of the U test
+# items. The rule's U side counts benchmark scores only (fixed in advance); U-NLL was added to the
+# report after the gpu records showed it moving, so it is an observation, not a pre-set test.
+LOSS_VIEW = "U-NLL"
 CLAIMS = {
     "C1": "Asymmetry: U attends to the image less in late layers, G keeps depending on image tokens",
     "C2": "HiMix cuts U FLOPs hard with a moderate drop in quality",
@@ -118,7 +122,7 @@ def _margin(x: float) -> str:
 
 def _comparison_text(metric: str, c: dict) -> str:
     """``GQA-a 28 vs 22.7 (±8.5, within noise)``: the two values, the margin to beat, the outcome."""
-    name = metric if metric == "G-NLL" else f"{metric}-a"
+    name = metric if metric.endswith("-NLL") else f"{metric}-a"
     if c["sign_only"]:
         note = "no noise estimate: sign only"
     else:
@@ -132,6 +136,20 @@ def _side_text(sd: dict, task: str) -> str:
     nums = "; ".join(_comparison_text(m, c) for m, c in sd["metrics"].items() if c["outcome"] != "missing")
     rest = sd["n"] - sd["better"] - sd["worse"]
     return f"{task} {sd['better']}/{sd['n']} better, {sd['worse']} worse, {rest} undecided [{nums}]"
+
+
+def loss_view(res: Results, run_a, run_b) -> dict:
+    """{subset: compare()} of run_a vs run_b on LOSS_VIEW, by the same rule as the verdicts."""
+    return {s: compare(res.stats.get((run_a, s, LOSS_VIEW)), res.stats.get((run_b, s, LOSS_VIEW)), LOSS_VIEW,
+                       res.noise.get((run_a, s, LOSS_VIEW)), res.noise.get((run_b, s, LOSS_VIEW)))
+            for s in ("in_dist", "transfer")} if run_a and run_b else {}
+
+
+def _loss_text(view: dict) -> str:
+    parts = [f"{s.replace('_', '-')} {_comparison_text(LOSS_VIEW, c)}" + (
+        f", {c['outcome']}" if c["outcome"] in ("better", "worse") and not c["sign_only"] else "")
+             for s, c in view.items() if c["outcome"] != "missing"]
+    return f" Loss view (reported, not part of the verdict): {'; '.join(parts)}." if parts else ""
 
 
 def _from_flags(flags) -> str:
@@ -222,8 +240,9 @@ def claim_c2(res: Results) -> dict:
     text = (f"counted FLOPs {rel:.2f}x of the U-only baseline (paper 0.24x); in-dist the U metrics keep "
             f"{keep_txt} of the baseline on average (paper 93%).{collapse_txt} "
             f"In-dist: {_side_text(sides['in_dist'], 'U')}. Transfer: {_side_text(sides['transfer'], 'U')}.")
-    return _claim("C2", verdict, text, _caveats(sides.values()), flops_rel=rel,
-                  retention=keep, mean_retention=mean_keep, collapsed=collapsed, sides=sides)
+    view = loss_view(res, r, b)
+    return _claim("C2", verdict, text + _loss_text(view), _caveats(sides.values()), flops_rel=rel,
+                  retention=keep, mean_retention=mean_keep, collapsed=collapsed, sides=sides, loss_view=view)
 
 
 def claim_c3(res: Results) -> dict:
@@ -254,20 +273,24 @@ def claims_c4_c6(res: Results) -> list[dict]:
     accel = {s: _synergy_sides(res, sa, acc, s) for s in subsets}
     part = {s: _synergy_sides(res, sp, {"u": sa, "g": sa}, s) if sp and sa else {} for s in subsets}
     fmt = lambda sides: ", ".join(_side_text(sd, t.upper()) for t, sd in sides.items()) or "missing runs"
+    # The U side of each comparison on LOSS_VIEW: C4 unified vs U-only, C5 share all vs HiMix, C6 share
+    # partial vs share all.
+    views = [loss_view(res, ug, iso.get("u")), loss_view(res, sa, acc.get("u")), loss_view(res, sp, sa)]
 
     c4_sub = {s: _from_flags([sd["beats"] for sd in base[s].values()]) if len(base[s]) == 2 else NOT_TESTABLE
               for s in subsets}
     c4 = _claim("C4", _combine(c4_sub.values()), " | ".join(f"{s}: {fmt(base[s])}" for s in subsets) +
-                " (paper: GQA 52.86->56.00, POPE-F1 79.40->82.30, SEED 46.05->47.88, MJHQ 17.45->15.78).",
-                _nested_caveats(base), per_subset=c4_sub, sides=base)
+                " (paper: GQA 52.86->56.00, POPE-F1 79.40->82.30, SEED 46.05->47.88, MJHQ 17.45->15.78)." +
+                _loss_text(views[0]), _nested_caveats(base), per_subset=c4_sub, sides=base, loss_view=views[0])
     c5_text = " | ".join(f"{s}: {fmt(accel[s])}" for s in subsets) + " (share all vs isolated HiMix / HMGen; " \
-        "paper: GQA 49.92->33.00, MJHQ 12.16->12.53)."
+        "paper: GQA 49.92->33.00, MJHQ 12.16->12.53)." + _loss_text(views[1])
     c6_text = " | ".join(f"{s}: {fmt(part[s])}" for s in subsets) + " (share partial vs share all; paper: GQA " \
-        "33.00->47.05, POPE-F1 67.59->76.58, SEED 31.38->34.50, MJHQ 12.53->14.54)."
+        "33.00->47.05, POPE-F1 67.59->76.58, SEED 31.38->34.50, MJHQ 12.53->14.54)." + _loss_text(views[2])
     if c4["verdict"] in (NOT_AT_SCALE, NOT_TESTABLE):
         why = "no synergy at this scale (C4), so none to lose or restore. Numbers: "
-        return [c4, _claim("C5", NOT_TESTABLE, why + c5_text, _nested_caveats(accel), sides=accel),
-                _claim("C6", NOT_TESTABLE, why + c6_text, _nested_caveats(part), sides=part)]
+        return [c4, _claim("C5", NOT_TESTABLE, why + c5_text, _nested_caveats(accel), sides=accel,
+                           loss_view=views[1]),
+                _claim("C6", NOT_TESTABLE, why + c6_text, _nested_caveats(part), sides=part, loss_view=views[2])]
     # C5 only on the sides (task, subset) where synergy showed; C6 only where it was then lost.
     c5_sub, c6_sub = {}, {}
     for s in subsets:
@@ -276,8 +299,9 @@ def claims_c4_c6(res: Results) -> list[dict]:
         c5_sub[s] = _from_flags([t in lost for t in tested])
         c6_sub[s] = _from_flags([part[s][t]["beats"] for t in lost if t in part[s]])
     return [c4, _claim("C5", _combine(c5_sub.values()), c5_text, _nested_caveats(accel), per_subset=c5_sub,
-                       sides=accel),
-            _claim("C6", _combine(c6_sub.values()), c6_text, _nested_caveats(part), per_subset=c6_sub, sides=part)]
+                       sides=accel, loss_view=views[1]),
+            _claim("C6", _combine(c6_sub.values()), c6_text, _nested_caveats(part), per_subset=c6_sub, sides=part,
+                   loss_view=views[2])]
 
 
 def decide_claims(res: Results, attention: dict | None) -> list[dict]:

@@ -30,7 +30,7 @@ from .io import read_json
 
 SUBSETS = S.SUBSETS
 METRICS = tuple(S.COLUMNS)
-LOWER_IS_BETTER = {"FID", "FID-floor", "G-NLL", "Caption-NLL"}
+LOWER_IS_BETTER = {"FID", "FID-floor", "G-NLL", "Caption-NLL", "U-NLL"}
 # What "the U side" and "the G side" of a comparison mean in the claims (fixed before
 # any result was seen): the paper's U benchmark families and its G quality, as analogues.
 U_HEADLINE = ("GQA", "MME-C", "MME-P", "POPE-F1", "SEED")
@@ -212,7 +212,7 @@ def tidy_frame(cfg, strict: bool = True, run_metrics: dict | None = None):
     for run, result in run_metrics.items():
         for seed_key, metrics in result.get("per_seed", {}).items():
             seed = int(seed_key)
-            tab = metrics.get("table") or S.table(metrics)
+            tab = S.table(metrics)  # from the raw scores, so a column added later reads older records too
             for subset in SUBSETS:
                 for metric, value in (tab.get(subset) or {}).items():
                     if value is not None:

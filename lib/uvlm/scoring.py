@@ -30,7 +30,7 @@ COLUMNS = {
     "GQA": ("u", "gqa", "acc"), "MME-C": ("u", "mme", "reasoning"), "MME-P": ("u", "mme", "perception"),
     "POPE-A": ("u", "pope", "adversarial", "acc"), "POPE-P": ("u", "pope", "popular", "acc"),
     "POPE-R": ("u", "pope", "random", "acc"), "POPE-F1": ("u", "pope", "f1"), "SEED": ("u", "seed", "acc"),
-    "Caption-NLL": ("u", "u_test", "by_family", "caption", "nll"),
+    "Caption-NLL": ("u", "u_test", "by_family", "caption", "nll"), "U-NLL": ("u", "u_test", "nll"),
     "FID": ("g", "generation", "fd"), "FID-floor": ("g", "generation", "fd_recon_floor"),
     "Attr-Acc": ("g", "generation", "attr_acc"), "G-NLL": ("g", "nll", "nll"),
 }

@@ -22,7 +22,7 @@ SUBSET_LABELS = {"in_dist": "in-dist", "transfer": "transfer"}
 # (our column header, metric key in the summary, digits). "-a" marks an analogue.
 U_COLUMNS = [("GQA-a", "GQA", 2), ("MME-C-a", "MME-C", 1), ("MME-P-a", "MME-P", 1),
              ("POPE-A-a", "POPE-A", 2), ("POPE-P-a", "POPE-P", 2), ("POPE-R-a", "POPE-R", 2),
-             ("POPE-F1-a", "POPE-F1", 2), ("SEED-a", "SEED", 2)]
+             ("POPE-F1-a", "POPE-F1", 2), ("SEED-a", "SEED", 2), ("U-NLL", "U-NLL", 3)]
 G_COLUMNS = [("FID-a", "FID", 3), ("FID floor", "FID-floor", 3), ("Attr-Acc-a", "Attr-Acc", 2),
              ("G-NLL", "G-NLL", 3)]
 MISSING = "—"
@@ -222,13 +222,14 @@ COMMON_NOTES = [
     "its baseline (U-only runs vs the U-only baseline, G-only vs G-only, unified vs unified).",
     "Time: measured training time (sum of step times, s) and its ratio to the baseline at the same seed.",
 ]
+U_NLL_NOTE = "U-NLL: teacher-forced NLL of the answers of every U test item (nats / answer token, lower is better)."
 
 
 def table1(summary, runs) -> Table:
     names = [r for r, i in runs.items() if i["task"] == "u"]
     cols = ["Method", "Subset", "n"] + [h for h, _, _ in U_COLUMNS] + ["FLOPs", "Time (s)", "Time rel"]
     return Table("table1", "Table 1: understanding only (U-only), baseline vs HiMix", cols,
-                 _rows(summary, runs, names, U_COLUMNS), list(COMMON_NOTES))
+                 _rows(summary, runs, names, U_COLUMNS), [*COMMON_NOTES, U_NLL_NOTE])
 
 
 def table2(summary, runs) -> Table:
@@ -254,7 +255,7 @@ def table3(summary, runs) -> Table:
     g_cols = [c for c in G_COLUMNS if c[1] != "FID-floor"]
     cols = (["Method", "Subset", "n"] + [h for h, _, _ in U_COLUMNS] + [h for h, _, _ in g_cols]
             + ["FLOPs", "Time (s)", "Time rel"])
-    notes = COMMON_NOTES + ["U columns are empty for G-only runs and G columns for U-only runs.",
+    notes = COMMON_NOTES + [U_NLL_NOTE, "U columns are empty for G-only runs and G columns for U-only runs.",
                             "Unified runs are scored with their best U checkpoint on U and their best G "
                             "checkpoint on G."]
     return Table("table3", "Table 3: all runs, isolated and unified training", cols,
