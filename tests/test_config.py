@@ -48,6 +48,7 @@ def test_repo_params_file_is_valid_under_every_preset(tmp_path):
     ("train:\n  seeds: []\n", "train.seeds"),
     ("seed: -1\n", "seed"),
     ("runs:\n  r: {task: uv, accel: base}\n", "runs.r.task"),
+    ("runs:\n  r: {task: u, accel: base, epochs_factor: 0}\n", "runs.r.epochs_factor"),
 ])
 def test_bad_values_name_the_key_value_and_allowed(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

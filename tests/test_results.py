@@ -411,3 +411,29 @@ def test_rescore_names_what_a_record_lacks(tmp_path, capsys):
     with pytest.raises(MissingInputError, match="results.json"):
         rescore(record)
     assert main([str(tmp_path / "nowhere")]) == 2 and "params.yaml" in capsys.readouterr().err
+
+
+def test_a_step_matched_baseline_is_a_control_never_a_baseline(tmp_path):
+    grid = {**GRID, "u_base_x2": {"task": "u", "accel": "base", "epochs_factor": 2.0}}
+    params = {"preset": "tiny", "paths": {"data": str(tmp_path / "data"), "figures": str(tmp_path / "figures")},
+              "train": {"seeds": [0, 1, 2]}, "runs": grid}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cfg = load_config(tmp_path / "params.yaml")
+    rl = R.roles(cfg)
+    assert rl["u_base"] == "u_base" and rl["u_base_long"] == "u_base_x2" and rl["g_base_long"] is None
+    info = R.run_info(cfg, SHAPES, VOCAB)
+    assert info["u_base_x2"]["label"] == "Baseline (U-only, 2x epochs)" and info["u_base_x2"]["baseline"] == "u_base"
+    assert info["u_base_x2"]["flops_rel"] == pytest.approx(1.0)  # per sample; it just sees more of them
+    assert list(info).index("u_base_x2") == list(info).index("u_base") + 1
+
+    values = {"u_base": (50, None), "g_base": (None, 10), "ug_base": (60, 12), "u_himix": (50, None),
+              "g_hmgen_k3": (None, 10), "ug_himix_hmgen_shareall": (50, 12), "ug_himix_hmgen_sharepartial": (50, 12)}
+    res = R.Results(None, None, _stats(values), info, rl)
+    plain = C.claims_c4_c6(res)[0]
+    assert "Step-matched view" not in plain["numbers"]  # no control run scored: nothing to report
+    res.stats.update(_stats({"u_base_x2": (65, None)}))
+    c4 = C.claims_c4_c6(res)[0]
+    assert c4["verdict"] == plain["verdict"] == C.PARTLY  # U beats u_base, G does not; the control never decides
+    u = c4["details"]["step_matched"]["u"]["in_dist"]
+    assert u["runs"] == ["ug_base", "u_base_x2"] and u["worse"] == 5  # 60 vs 65, stds 1 + 1
+    assert "Step-matched view" in c4["numbers"] and "against u_base_x2 (2x epochs)" in c4["numbers"]

@@ -244,3 +244,12 @@ def test_a_failed_seed_process_is_reported_with_its_log(tiny_world, tmp_path):
     cfg.runs["u_missing"] = cfg.runs["u_base"]
     with pytest.raises(UVLMError, match=r"seeds of u_missing: 2 failed[\s\S]*seed0.log[\s\S]*u_missing"):
         launch_seeds(cfg, "u_missing", tiny_world, progress=False)
+
+
+def test_epochs_factor_trains_a_run_for_that_many_more_steps(tiny_world, tmp_path):
+    import yaml
+    runs = yaml.safe_load(Path(tiny_world).read_text())["runs"]  # an override's runs: replaces the grid
+    cfg = load_config(tiny_world, {"runs": {**runs, "u_long": {"task": "u", "accel": "base", "epochs_factor": 2.0}}})
+    base = train_run(cfg, "u_base", 0, out_dir=tmp_path / "base", progress=False)
+    longer = train_run(cfg, "u_long", 0, out_dir=tmp_path / "long", progress=False)
+    assert longer["steps"] == 2 * base["steps"]

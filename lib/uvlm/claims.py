@@ -152,6 +152,28 @@ def _loss_text(view: dict) -> str:
     return f" Loss view (reported, not part of the verdict): {'; '.join(parts)}." if parts else ""
 
 
+def step_matched_view(res: Results, unified) -> dict:
+    """{task: {subset: side()}}: the unified run against isolated baselines trained for more epochs
+    (runs with ``epochs_factor`` > 1), on the task's headline metrics, U-NLL included for U."""
+    out = {}
+    for task, metrics in (("u", (*U_HEADLINE, LOSS_VIEW)), ("g", G_HEADLINE)):
+        longer = res.roles.get(f"{task}_base_long")
+        if unified and longer and any(k[0] == longer for k in res.stats):
+            out[task] = {s: side(res.stats, unified, longer, metrics, s, res.noise) for s in ("in_dist", "transfer")}
+    return out
+
+
+def _step_matched_text(res: Results, view: dict) -> str:
+    parts = []
+    for task, by_subset in view.items():
+        run = by_subset["in_dist"]["runs"][1]
+        factor = (res.info.get(run) or {}).get("epochs_factor")
+        parts.append(f"against {run} ({factor:g}x epochs): " if factor else f"against {run}: ")
+        parts[-1] += "; ".join(f"{s.replace('_', '-')} {_side_text(sd, task.upper())}" for s, sd in by_subset.items())
+    return (" Step-matched view (isolated baselines given the unified run's optimizer steps; reported, not "
+            f"part of the verdict): {' | '.join(parts)}.") if parts else ""
+
+
 def _from_flags(flags) -> str:
     flags = list(flags)
     if not flags:
@@ -279,9 +301,11 @@ def claims_c4_c6(res: Results) -> list[dict]:
 
     c4_sub = {s: _from_flags([sd["beats"] for sd in base[s].values()]) if len(base[s]) == 2 else NOT_TESTABLE
               for s in subsets}
+    matched = step_matched_view(res, ug)
     c4 = _claim("C4", _combine(c4_sub.values()), " | ".join(f"{s}: {fmt(base[s])}" for s in subsets) +
                 " (paper: GQA 52.86->56.00, POPE-F1 79.40->82.30, SEED 46.05->47.88, MJHQ 17.45->15.78)." +
-                _loss_text(views[0]), _nested_caveats(base), per_subset=c4_sub, sides=base, loss_view=views[0])
+                _loss_text(views[0]) + _step_matched_text(res, matched), _nested_caveats(base), per_subset=c4_sub,
+                sides=base, loss_view=views[0], step_matched=matched)
     c5_text = " | ".join(f"{s}: {fmt(accel[s])}" for s in subsets) + " (share all vs isolated HiMix / HMGen; " \
         "paper: GQA 49.92->33.00, MJHQ 12.16->12.53)." + _loss_text(views[1])
     c6_text = " | ".join(f"{s}: {fmt(part[s])}" for s in subsets) + " (share partial vs share all; paper: GQA " \

@@ -96,6 +96,14 @@ class RunSpec:
     # different depth: K = max(1, round(fraction * n_layers)). Overrides hmgen_k.
     hmgen_fraction: Optional[float] = field(default=None, metadata=rule(gt=0, lt=1))
     himix_start_layer: Optional[int] = field(default=None, metadata=rule(ge=0))
+    # Train for this many times train.epochs: an isolated baseline given as many optimizer steps
+    # as a unified run (2.0 when both tasks have equal data) separates "the other task's data
+    # helps" from "more steps help". Such a run is never the baseline of other runs.
+    epochs_factor: Optional[float] = field(default=None, metadata=rule(gt=0))
+
+    @property
+    def steps_scale(self) -> float:
+        return 1.0 if self.epochs_factor is None else float(self.epochs_factor)
 
 
 @dataclass

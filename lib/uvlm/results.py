@@ -45,7 +45,7 @@ RATIOS = {"train_time_s": "time_rel", "step_time_s": "step_time_rel", "train_flo
 
 def baseline_of_task(cfg, task: str) -> str | None:
     """The run of ``task`` with ``accel: base`` (``<task>_base`` if there are several)."""
-    names = [n for n, s in cfg.runs.items() if s.task == task and s.accel == "base"]
+    names = [n for n, s in cfg.runs.items() if s.task == task and s.accel == "base" and s.steps_scale == 1]
     return f"{task}_base" if f"{task}_base" in names else (names[0] if names else None)
 
 
@@ -55,6 +55,8 @@ def baseline_of(cfg, run: str) -> str | None:
 
 def run_label(spec, k: int | None) -> str:
     where = {"u": "U-only", "g": "G-only", "ug": "Unified"}[spec.task]
+    if spec.steps_scale != 1:
+        where += f", {spec.steps_scale:g}x epochs"
     if spec.accel == "base":
         return f"Baseline ({where})"
     if spec.accel == "himix":
@@ -67,7 +69,8 @@ def run_label(spec, k: int | None) -> str:
 def run_order(spec) -> tuple:
     """Table order: baselines first (U, G, unified), then HiMix, HMGen, both (share all, partial)."""
     accel = ("base", "himix", "hmgen", "himix+hmgen").index(spec.accel)
-    return accel, ("u", "g", "ug").index(spec.task), spec.share != "all", spec.hmgen_fraction or spec.hmgen_k or 0
+    return (accel, ("u", "g", "ug").index(spec.task), spec.share != "all", spec.hmgen_fraction or spec.hmgen_k or 0,
+            spec.steps_scale)
 
 
 def layer_plans(cfg) -> dict:
@@ -82,13 +85,20 @@ def roles(cfg) -> dict:
     from .run_setup import accel_settings
 
     def find(task, accel, share="all"):
-        names = [n for n, s in cfg.runs.items() if (s.task, s.accel, s.share) == (task, accel, share)]
+        names = [n for n, s in cfg.runs.items()
+                 if (s.task, s.accel, s.share) == (task, accel, share) and s.steps_scale == 1]
+        return names[0] if names else None
+
+    def longer(task):  # an isolated baseline trained for more epochs: the step-matched control
+        names = [n for n, s in cfg.runs.items() if (s.task, s.accel) == (task, "base") and s.steps_scale > 1]
         return names[0] if names else None
     k = lambda n: accel_settings(cfg, cfg.run(n))[1].k
-    hmgen = sorted((n for n, s in cfg.runs.items() if (s.task, s.accel) == ("g", "hmgen")), key=k)
+    hmgen = sorted((n for n, s in cfg.runs.items() if (s.task, s.accel) == ("g", "hmgen") and s.steps_scale == 1),
+                   key=k)
     out = {"u_base": baseline_of_task(cfg, "u"), "g_base": baseline_of_task(cfg, "g"),
            "ug_base": baseline_of_task(cfg, "ug"), "u_himix": find("u", "himix"), "g_hmgen": hmgen,
-           "shareall": find("ug", "himix+hmgen", "all"), "sharepartial": find("ug", "himix+hmgen", "partial")}
+           "shareall": find("ug", "himix+hmgen", "all"), "sharepartial": find("ug", "himix+hmgen", "partial"),
+           "u_base_long": longer("u"), "g_base_long": longer("g")}
     # The isolated HMGen run matching the unified runs' K (their G plan), for C5 and C6.
     ref = out["shareall"] or out["sharepartial"]
     same_k = [n for n in hmgen if ref and k(n) == k(ref)]
@@ -132,7 +142,7 @@ def task_weights(cfg, spec, sizes: dict) -> dict:
     if spec.task != "ug":
         return {spec.task: 1.0}
     tc = cfg.train
-    steps = unified_steps(sizes["u"], sizes["g"], tc.batch_size, tc.epochs, tc.mix_ratio)
+    steps = unified_steps(sizes["u"], sizes["g"], tc.batch_size, tc.epochs * spec.steps_scale, tc.mix_ratio)
     total = sum(steps.values())
     return {t: n / total for t, n in steps.items()}
 
@@ -163,6 +173,7 @@ def run_info(cfg, shapes: dict | None = None, vocab=None) -> dict:
         g_plan = plans.get("g")
         shallow = [i for i, m in enumerate(g_plan) if m.mode == "shallow"] if g_plan else []
         info[run] = {"label": run_label(spec, len(shallow)), "task": spec.task, "accel": spec.accel,
+                     "epochs_factor": spec.steps_scale,
                      "share": spec.share, "baseline": baseline_of(cfg, run),
                      "hmgen_k": len(shallow) if "hmgen" in spec.accel else None,
                      "shallow_layers": shallow if "hmgen" in spec.accel else None,

@@ -266,7 +266,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     model = build_model(cfg, vocab, spec, seed)
     opt = make_optimizer(model, tc, device)
     sizes = {t: len(d["train"]) for t, d in data.items()}
-    schedule = Schedule(sizes, tc.batch_size, tc.epochs, seed, tc.mix_ratio)
+    schedule = Schedule(sizes, tc.batch_size, tc.epochs * spec.steps_scale, seed, tc.mix_ratio)
     total = len(schedule)
     settings = run_settings(cfg, run_name, seed)
 
