@@ -437,3 +437,17 @@ def test_a_step_matched_baseline_is_a_control_never_a_baseline(tmp_path):
     u = c4["details"]["step_matched"]["u"]["in_dist"]
     assert u["runs"] == ["ug_base", "u_base_x2"] and u["worse"] == 5  # 60 vs 65, stds 1 + 1
     assert "Step-matched view" in c4["numbers"] and "against u_base_x2 (2x epochs)" in c4["numbers"]
+
+
+@pytest.mark.parametrize("record", ["figures/gpu/grid", "figures/step_matched_cpu"])
+def test_committed_records_read_as_the_current_code_reads_them(tmp_path, record):
+    """A committed record's tables and claims are what the current results code makes of its scores
+    (re-derive them with `python -m uvlm.rescore RECORD` after changing that code)."""
+    import shutil
+
+    from uvlm.rescore import rescore
+    copy = tmp_path / "record"
+    shutil.copytree(REPO / record, copy)
+    rescore(copy)
+    for name in ["claims.md", *(f"tables/{p.name}" for p in (REPO / record / "tables").iterdir())]:
+        assert (copy / name).read_text() == (REPO / record / name).read_text(), f"{record}/{name}"
