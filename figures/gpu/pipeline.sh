@@ -7,13 +7,23 @@
 # stage resumes from its checkpoints. A fresh copy of the tree puts back the committed cpu-preset
 # dvc.lock, figures and executed notebooks, so the gpu ones are kept beside the data
 # (data/.gpu-state) and restored first.
-# Writes $OUT/repro.log and $OUT/pipeline.tgz (figures, dvc.lock, executed notebooks, run logs).
+# STEP_MATCHED=1 adds the step-matched control to the grid: the U-only and G-only baselines at twice
+# the epochs (runs u_base_x2 and g_base_x2, `epochs_factor: 2`), about 6 more minutes on an H100.
+# Writes $OUT/repro.log and $OUT/pipeline.tgz (params.yaml, figures, dvc.lock, executed notebooks,
+# run logs); `bash figures/gpu/record.sh $OUT/pipeline.tgz DEST LOGS...` lays out a record folder.
 set -u
 OUT=${OUT:-figures/gpu}
 LIMIT=${LIMIT_S:-560}
 STATE=data/.gpu-state
 mkdir -p "$OUT" data
 sed -i 's/^preset: cpu/preset: gpu/' params.yaml
+if [ "${STEP_MATCHED:-0}" = 1 ] && ! grep -q '^  u_base_x2:' params.yaml; then
+  # runs: is the last section of params.yaml, so the two runs can be appended to it.
+  tail -n 1 params.yaml | grep -q '^  ' && [ "$(grep -n '^[a-z]' params.yaml | tail -n 1 | cut -d: -f2)" = runs ] \
+    || { echo "params.yaml does not end with its runs: section; add the step-matched runs by hand"; exit 2; }
+  printf '%s\n' '  u_base_x2: {task: u, accel: base, epochs_factor: 2.0}' \
+                 '  g_base_x2: {task: g, accel: base, epochs_factor: 2.0}' >> params.yaml
+fi
 git rev-parse --git-dir >/dev/null 2>&1 || dvc config --local core.no_scm true
 if [ -f "$STATE/dvc.lock" ]; then
   echo "resuming: restoring dvc.lock, figures and executed notebooks from $STATE"
@@ -29,5 +39,5 @@ rm -rf "$STATE" && mkdir -p "$STATE/executed"
 cp dvc.lock "$STATE/" && cp -a figures "$STATE/figures" && cp -a notebooks/executed/. "$STATE/executed/"
 grep -E "Running stage|didn't change|ERROR|Error" "$OUT/repro.log" | tail -40
 tail -5 "$OUT/repro.log"
-tar czf "$OUT/pipeline.tgz" --exclude=figures/bench --exclude=figures/gpu dvc.lock figures notebooks/executed \
+tar czf "$OUT/pipeline.tgz" --exclude=figures/bench --exclude=figures/gpu params.yaml dvc.lock figures notebooks/executed \
   $(ls -d data/runs/*/seed*/*.csv data/runs/*/seed*/*.json data/evals/*/seed*/*.json data/world/*.json data/tokenizer/*.json 2>/dev/null)
