@@ -373,7 +373,6 @@ def test_u_nll_is_a_table_column_read_from_the_u_test_items(cfg):
 
 def _record(tmp_path):
     """A record folder as the gpu pipeline brings one back: params, per-run metrics, summaries, run info."""
-    from uvlm.rescore import rescore  # noqa: F401  (importable without data)
     record = tmp_path / "record"
     record.mkdir()
     (record / "params.yaml").write_text(yaml.safe_dump({"preset": "tiny", "train": {"seeds": [0, 1, 2]},

@@ -146,9 +146,12 @@ def loss_view(res: Results, run_a, run_b) -> dict:
 
 
 def _loss_text(view: dict) -> str:
-    parts = [f"{s.replace('_', '-')} {_comparison_text(LOSS_VIEW, c)}" + (
-        f", {c['outcome']}" if c["outcome"] in ("better", "worse") and not c["sign_only"] else "")
-             for s, c in view.items() if c["outcome"] != "missing"]
+    parts = []
+    for s, c in view.items():
+        if c["outcome"] == "missing":
+            continue
+        decided = c["outcome"] in ("better", "worse") and not c["sign_only"]  # the margin text omits these
+        parts.append(f"{s.replace('_', '-')} {_comparison_text(LOSS_VIEW, c)}" + (f", {c['outcome']}" if decided else ""))
     return f" Loss view (reported, not part of the verdict): {'; '.join(parts)}." if parts else ""
 
 

@@ -31,9 +31,11 @@ def rescore(record) -> list[dict]:
     from .io import read_json
 
     record = Path(record).resolve()
-    for need in ("params.yaml", "metrics/results.json"):
-        if not (record / need).exists():
-            raise MissingInputError(record / need, "results (on the machine that made the record)")
+    if not (record / "params.yaml").exists():
+        raise UVLMError(f"'{record}' is not a record folder: it has no params.yaml "
+                        "(bash figures/gpu/record.sh lays one out)")
+    if not (record / "metrics" / "results.json").exists():
+        raise MissingInputError(record / "metrics" / "results.json", "results")
     cfg = load_config(record / "params.yaml", overrides={"paths": {"data": str(record), "figures": str(record)}})
     saved = read_json(record / "metrics" / "results.json", stage="results")
     if not isinstance(saved.get("runs"), dict) or set(saved["runs"]) != set(cfg.runs):

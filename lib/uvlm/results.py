@@ -4,8 +4,8 @@ paper's claims are built from these in uvlm.claims, the tables in uvlm.tables.
 
 Inputs (all written by earlier stages):
 
-* ``figures/metrics/<run>.json``  (eval@RUN): ``per_seed[seed]["table"]`` holds the paper
-  columns per subset (:func:`uvlm.scoring.table`); the item counts beside each score give
+* ``figures/metrics/<run>.json``  (eval@RUN): each seed's scores, read into the paper
+  columns per subset by :func:`uvlm.scoring.table`; the item counts beside each score give
   its sampling noise (:func:`noise_table`);
 * ``data/runs/<run>/seed<S>/train_summary.json`` (train@RUN): measured training time;
 * ``figures/metrics/attention.json`` (attention): the verdict on the asymmetry (C1);
@@ -43,9 +43,15 @@ RATIOS = {"train_time_s": "time_rel", "step_time_s": "step_time_rel", "train_flo
 
 # ============================================================== the run grid
 
+def grid_runs(cfg) -> dict:
+    """The runs that play the paper's parts: every run but the step-matched controls (a base run
+    trained for more epochs), which are only ever compared against."""
+    return {n: s for n, s in cfg.runs.items() if s.steps_scale == 1}
+
+
 def baseline_of_task(cfg, task: str) -> str | None:
     """The run of ``task`` with ``accel: base`` (``<task>_base`` if there are several)."""
-    names = [n for n, s in cfg.runs.items() if s.task == task and s.accel == "base" and s.steps_scale == 1]
+    names = [n for n, s in grid_runs(cfg).items() if s.task == task and s.accel == "base"]
     return f"{task}_base" if f"{task}_base" in names else (names[0] if names else None)
 
 
@@ -84,17 +90,17 @@ def roles(cfg) -> dict:
     """Which run plays which part in the claims, found by spec (not by name)."""
     from .run_setup import accel_settings
 
+    grid = grid_runs(cfg)
+
     def find(task, accel, share="all"):
-        names = [n for n, s in cfg.runs.items()
-                 if (s.task, s.accel, s.share) == (task, accel, share) and s.steps_scale == 1]
+        names = [n for n, s in grid.items() if (s.task, s.accel, s.share) == (task, accel, share)]
         return names[0] if names else None
 
     def longer(task):  # an isolated baseline trained for more epochs: the step-matched control
         names = [n for n, s in cfg.runs.items() if (s.task, s.accel) == (task, "base") and s.steps_scale > 1]
         return names[0] if names else None
     k = lambda n: accel_settings(cfg, cfg.run(n))[1].k
-    hmgen = sorted((n for n, s in cfg.runs.items() if (s.task, s.accel) == ("g", "hmgen") and s.steps_scale == 1),
-                   key=k)
+    hmgen = sorted((n for n, s in grid.items() if (s.task, s.accel) == ("g", "hmgen")), key=k)
     out = {"u_base": baseline_of_task(cfg, "u"), "g_base": baseline_of_task(cfg, "g"),
            "ug_base": baseline_of_task(cfg, "ug"), "u_himix": find("u", "himix"), "g_hmgen": hmgen,
            "shareall": find("ug", "himix+hmgen", "all"), "sharepartial": find("ug", "himix+hmgen", "partial"),

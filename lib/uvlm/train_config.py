@@ -49,9 +49,10 @@ class TrainConfig:
     num_processes: int = field(default=1, metadata=rule(ge=1))
     # Seeds of one run trained at once, each in its own process on the one device (notebook 03
     # and the train stage). A model that leaves a GPU idle between host-bound steps gains most
-    # (six small sweep jobs: 2.6x the throughput); the gpu preset's 22M model already keeps an
-    # H100 busy, and three seeds gave 1.16-1.24x (figures/gpu/README.md). On CPU the cores are
-    # split between them, which gains little. Ignored when num_processes > 1.
+    # (six small sweep jobs: 2.6x the throughput); the gpu preset's 22M model already keeps a
+    # GPU nearly busy, and three seeds gave 1.05x eager and 1.4x compiled on an H200
+    # (figures/gpu/stage_timing/). On CPU the cores are split between them, which gains little.
+    # Ignored when num_processes > 1.
     parallel_seeds: int = field(default=1, metadata=rule(ge=1, le=16))
     # torch CPU threads (0: every core this process may use, split between the processes of a
     # multi-GPU launch). Training owns the machine while
