@@ -9,6 +9,8 @@
 # (data/.gpu-state) and restored first.
 # STEP_MATCHED=1 adds the step-matched control to the grid: the U-only and G-only baselines at twice
 # the epochs (runs u_base_x2 and g_base_x2, `epochs_factor: 2`), about 6 more minutes on an H100.
+# KEEP_RUNS="u_base g_base ug_base" keeps only those runs of params.yaml's grid (before the
+# step-matched ones are added), e.g. for the control alone.
 # Writes $OUT/repro.log and $OUT/pipeline.tgz (params.yaml, figures, dvc.lock, executed notebooks,
 # run logs); `bash figures/gpu/record.sh $OUT/pipeline.tgz DEST LOGS...` lays out a record folder.
 set -u
@@ -17,6 +19,15 @@ LIMIT=${LIMIT_S:-560}
 STATE=data/.gpu-state
 mkdir -p "$OUT" data
 sed -i 's/^preset: cpu/preset: gpu/' params.yaml
+if [ -n "${KEEP_RUNS:-}" ]; then
+  # Drop every entry of the runs: section (a `  name:` line and its deeper lines) not named.
+  awk -v keep=" $KEEP_RUNS " '
+    /^[a-z]/ { inruns = ($0 ~ /^runs:/); skip = 0 }
+    inruns && /^  [A-Za-z0-9_]+:/ { name = $1; sub(/:.*/, "", name); skip = index(keep, " " name " ") == 0 }
+    inruns && skip && /^  / { next }
+    { print }' params.yaml > params.yaml.tmp && mv params.yaml.tmp params.yaml
+  echo "runs kept: $(sed -n '/^runs:/,$p' params.yaml | grep -c '^  [A-Za-z0-9_]*:')"
+fi
 if [ "${STEP_MATCHED:-0}" = 1 ] && ! grep -q '^  u_base_x2:' params.yaml; then
   # runs: is the last section of params.yaml, so the two runs can be appended to it.
   tail -n 1 params.yaml | grep -q '^  ' && [ "$(grep -n '^[a-z]' params.yaml | tail -n 1 | cut -d: -f2)" = runs ] \
