@@ -292,6 +292,8 @@ def test_figures_write_pngs(cfg, tmp_path):
     res.stats[("u_himix", "all", "time_rel")] = (0.7, 0.1, 3)
     F.plot_synergy(R.synergy_frame(res), tmp_path / "syn.png")
     F.plot_efficiency(R.efficiency_frame(res), tmp_path / "eff.png")
+    F.plot_efficiency(R.efficiency_frame(R.Results(None, None, {}, {}, {})), tmp_path / "eff_empty.png")
+    assert (tmp_path / "eff_empty.png").stat().st_size > 0  # a grid without accelerated runs still gets its figure
     img = np.zeros((2, 8, 8, 3), np.uint8)
     gen = {s: {"fd": 1.0} for s in S.SUBSETS}
     F.plot_fig5({"metrics": {"n": 2, "device": "cpu", "plans": {
@@ -436,9 +438,15 @@ def test_a_step_matched_baseline_is_a_control_never_a_baseline(tmp_path):
     u = c4["details"]["step_matched"]["u"]["in_dist"]
     assert u["runs"] == ["ug_base", "u_base_x2"] and u["worse"] == 5  # 60 vs 65, stds 1 + 1
     assert "Step-matched view" in c4["numbers"] and "against u_base_x2 (2x epochs)" in c4["numbers"]
+    # The synergy figure's frame shows the same comparison, U side only (no G control in this grid).
+    syn = R.synergy_frame(res)
+    matched = syn[syn.comparison == "unified vs isolated (base, step-matched)"]
+    assert set(matched.task) == {"u"} and (matched.isolated == 65).all() and (matched.gain == -5).all()
+    assert "unified vs isolated (base, step-matched)" not in set(R.synergy_frame(
+        R.Results(None, None, _stats(values), info, {**rl, "u_base_long": None})).comparison)
 
 
-@pytest.mark.parametrize("record", ["figures/gpu/grid", "figures/step_matched_cpu"])
+@pytest.mark.parametrize("record", ["figures/gpu/grid", "figures/gpu/step_matched", "figures/step_matched_cpu"])
 def test_committed_records_read_as_the_current_code_reads_them(tmp_path, record):
     """A committed record's tables and claims are what the current results code makes of its scores
     (re-derive them with `python -m uvlm.rescore RECORD` after changing that code)."""

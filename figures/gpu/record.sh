@@ -16,6 +16,14 @@ rm -rf "$dest" && mkdir -p "$dest/logs"
 cp "$tmp/params.yaml" "$tmp/figures/claims.md" "$tmp"/figures/*.png "$dest/"
 cp -r "$tmp/figures/tables" "$tmp/figures/metrics" "$tmp/figures/curves" "$dest/"
 rm -f "$dest/metrics/sweep.json" "$dest/metrics/text_prior.json"  # stages that are off at the preset
+# The archive also holds the committed files of runs this grid did not have (KEEP_RUNS): keep only
+# the scores and curves of the record's own runs and of the stages.
+runs=" $(python -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["runs"]))' "$dest/params.yaml") "
+for f in "$dest"/metrics/*.json "$dest"/curves/*.png; do
+  stem=$(basename "${f%.*}")
+  case " attention fig5 results tokenizer world " in *" $stem "*) continue ;; esac
+  [[ $runs == *" $stem "* ]] || rm "$f"
+done
 (cd "$tmp/data" && find runs -name train_summary.json -o -name val_log.csv) | while read -r f; do
   mkdir -p "$dest/$(dirname "$f")" && cp "$tmp/data/$f" "$dest/$f"
 done

@@ -292,7 +292,7 @@ def _synergy_sides(res: Results, unified, isolated: dict, subset) -> dict:
 
 
 def claims_c4_c6(res: Results) -> list[dict]:
-    (_, ug, iso), (_, sa, acc), (_, sp, _) = synergy_comparisons(res.roles)
+    (_, ug, iso), (_, sa, acc), (_, sp, _) = synergy_comparisons(res.roles)[:3]  # C4-C6
     subsets = ("in_dist", "transfer")
     base = {s: _synergy_sides(res, ug, iso, s) for s in subsets}
     accel = {s: _synergy_sides(res, sa, acc, s) for s in subsets}

@@ -424,11 +424,16 @@ def signed_gain(a, b, metric):
 
 
 def synergy_comparisons(rl: dict) -> list[tuple]:
-    """(name, unified run, {task: isolated run}) for C4-C6."""
+    """(name, unified run, {task: isolated run}) for C4-C6, then, where the grid has them, the
+    unified baseline against the step-matched controls (isolated runs with its optimizer steps)."""
     acc_iso = {"u": rl["u_himix"], "g": rl["g_hmgen_matched"]}
-    return [("unified vs isolated (base)", rl["ug_base"], {"u": rl["u_base"], "g": rl["g_base"]}),
-            ("share all vs isolated (accelerated)", rl["shareall"], acc_iso),
-            ("share partial vs isolated (accelerated)", rl["sharepartial"], acc_iso)]
+    out = [("unified vs isolated (base)", rl["ug_base"], {"u": rl["u_base"], "g": rl["g_base"]}),
+           ("share all vs isolated (accelerated)", rl["shareall"], acc_iso),
+           ("share partial vs isolated (accelerated)", rl["sharepartial"], acc_iso)]
+    if rl.get("u_base_long") or rl.get("g_base_long"):
+        out.append(("unified vs isolated (base, step-matched)", rl["ug_base"],
+                    {"u": rl.get("u_base_long"), "g": rl.get("g_base_long")}))
+    return out
 
 
 def synergy_frame(res: Results):
