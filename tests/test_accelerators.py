@@ -283,6 +283,67 @@ def test_himix_split_kernel_matches_mask_kernel_and_reference(n_kv_heads, start,
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("rows", ["aligned", "rolled"])
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@pytest.mark.parametrize("padded", [False, True])
+def test_himix_flex_kernel_matches_mask_kernel_and_reference(rows, n_kv_heads, padded):
+    """Forward only: FlexAttention has no backward on CPU (the GPU test below checks gradients).
+    ``padded`` masks row 0's first two keys (left padding): the kernel then reads k_valid."""
+    from uvlm.attention_ops import use_himix_kernel
+
+    model = tiny_model(n_kv_heads=n_kv_heads)
+    ids = aligned_u_batch() if rows == "aligned" else batch("u")
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[0, :2] = not padded
+    plan = [LayerMode("full")] * 2 + [LayerMode("himix", "img")] * (L_LAYERS - 2)
+    with torch.no_grad():
+        logits = {}
+        for kernel in ("mask", "flex"):
+            with use_himix_kernel(kernel):
+                logits[kernel] = model(ids, plan=plan, attention_mask=mask).logits
+        if not padded:
+            ref = reference_logits(model, ids, plan)
+            torch.testing.assert_close(logits["flex"], _text_rows(ref, ids), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits["flex"], logits["mask"], atol=1e-5, rtol=1e-5)
+
+
+def test_himix_flex_kernel_builds_no_mask():
+    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.layout import TokenLayout
+
+    model = tiny_model()
+    ids = batch("u")
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[0, :2] = False
+    with use_himix_kernel("flex"):
+        spec = TokenLayout(ids, N_TEXT, model.rope_inv_freq, attention_mask=valid).spec("himix")
+        assert spec.flex and spec.mask is None and spec.k_valid is not None
+        full = TokenLayout(ids, N_TEXT, model.rope_inv_freq).spec("full")  # only HiMix layers change
+        assert not full.flex
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_himix_flex_kernel_gradients_on_gpu():
+    """Compiled, as the flex kernel is meant to run: logits and gradients equal the masked kernel's."""
+    from uvlm.attention_ops import use_himix_kernel
+
+    model = tiny_model(n_kv_heads=2).cuda()
+    ids = batch("u").cuda()
+    ids[0, -3:] = 0
+    plan = [LayerMode("himix", "img")] * L_LAYERS
+    out = {}
+    for kernel in ("mask", "flex"):
+        model.zero_grad(set_to_none=True)
+        step = torch.compile(model, dynamic=False)
+        with use_himix_kernel(kernel):
+            res = step(ids, labels=ids, plan=plan, host_sizes=model.host_sizes(ids.cpu(), ids.cpu(), plan))
+            res.loss.backward()
+        out[kernel] = [res.loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        torch._dynamo.reset()
+    for a, b in zip(out["flex"], out["mask"]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
 def test_himix_split_kernel_uses_the_prefix_only_when_rows_agree():
     from uvlm.attention_ops import use_himix_kernel
     from uvlm.layout import TokenLayout
@@ -359,7 +420,7 @@ def test_himix_kernel_rejects_unknown_names():
     from uvlm.errors import ConfigError
 
     with pytest.raises(ConfigError, match="split"):
-        with use_himix_kernel("flex"):
+        with use_himix_kernel("dense"):
             pass
 
 

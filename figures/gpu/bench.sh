@@ -47,10 +47,13 @@ one() {
     # HiMix at ~200M and twice the batch, compiled and queued: the optimizer's fixed time (which
     # caps HiMix near 92% of ideal at batch 128) is then half as large a share of the step.
     himix256) bench himix256 200 --compile --batch-size 256 --plans u_himix --chunk 4 --profile "${D1024[@]}" ;;
+    # The same with HiMix attention in one FlexAttention kernel that computes the causal rule from
+    # sequence indices (no mask tensor); run beside himix256 on the same machine.
+    himix256flex) bench himix256flex 200 --compile --batch-size 256 --plans u_himix --himix flex --chunk 4 --profile "${D1024[@]}" ;;
     # The gpu preset's model, compile off vs on, 10 steps queued per timing: the training loop's
     # throughput, where the host queues the next step while the GPU runs this one.
     runahead) bench runahead 200 --compare compile --chunk 10 --plans u_himix,g_hmgen_k3 --profile ;;
-    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 runahead"; return 2 ;;
+    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 himix256flex runahead"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(eager compile d768 ksweep); fi

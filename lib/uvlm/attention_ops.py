@@ -67,6 +67,10 @@ class AttnSpec:
     # HiMix "split" kernel (see HIMIX_KERNELS): keys in sequence order, the first ``prefix``
     # query rows precede the image; set only with mask None.
     prefix: Optional[int] = None
+    # HiMix "flex" kernel: the mask is computed inside the kernel from q_idx, k_idx and k_valid
+    # (bool (B, Lk) or None), never materialised; set only with mask None.
+    flex: bool = False
+    k_valid: Optional[torch.Tensor] = None
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor:
         """The mask as an additive float tensor, made once per forward call and dtype.
@@ -90,11 +94,14 @@ class AttnSpec:
 #          CUDA), which rules out the flash kernel;
 #   split: keys in sequence order and two mask-free calls: the text before the image attends
 #          causally to itself, the text after it attends to every earlier key, a lower-right
-#          causal pattern that SDPA's fused kernels take without a mask tensor.
-# Both compute the same attention (tests/test_accelerators.py). ``mask`` is the default because
+#          causal pattern that SDPA's fused kernels take without a mask tensor;
+#   flex:  keys as [image; text], one FlexAttention call that computes the causal rule from the
+#          rows' sequence indices inside the kernel (no mask tensor to read). Under torch.compile
+#          it is a fused Triton kernel; eager, FlexAttention runs an unfused reference.
+# All compute the same attention (tests/test_accelerators.py). ``mask`` is the default because
 # it is the faster one: compiled at 207M on an H200 the split kernel's HiMix step took 1.14x the
 # masked one's (figures/bench/nvidia-h200-himix-kernels.md; python -m uvlm.bench --compare himix).
-HIMIX_KERNELS = ("mask", "split")
+HIMIX_KERNELS = ("mask", "split", "flex")
 _himix_kernel = ["mask"]
 
 
@@ -144,6 +151,8 @@ def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnC
         return _eager(q, k, v, spec, layer_idx, callback, n_rep)
     if spec.prefix is not None:
         return _attend_split(q, k, v, spec.prefix, n_rep)
+    if spec.flex:
+        return _attend_flex(q, k, v, spec, n_rep)
     if spec.mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)
     if q.is_cuda:
@@ -185,13 +194,34 @@ def _lower_right_causal(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def _attend_flex(q, k, v, spec: AttnSpec, n_rep: int):
+    """HiMix's flex kernel: causal_mask's rule, evaluated per score inside FlexAttention."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not q.is_cuda and torch.is_grad_enabled() and q.requires_grad:
+        # FlexAttention has no CPU backward (torch 2.13): compute the same mask as the mask kernel.
+        mask = causal_mask(spec.q_idx, spec.k_idx, spec.k_valid)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=n_rep > 1)
+    B = q.shape[0]
+    q_idx, k_idx, k_valid = spec.q_idx.expand(B, -1), spec.k_idx.expand(B, -1), spec.k_valid
+
+    def causal_by_index(score, b, h, qi, ki):
+        q_pos, k_pos = q_idx[b, qi], k_idx[b, ki]
+        allowed = k_pos <= q_pos
+        if k_valid is not None:
+            allowed = allowed & k_valid[b, ki]
+        return torch.where(allowed | (k_pos == q_pos), score, -float("inf"))
+
+    return flex_attention(q, k, v, score_mod=causal_by_index, enable_gqa=n_rep > 1)
+
+
 def _eager(q, k, v, spec: AttnSpec, layer_idx: int, callback: AttnCallback, n_rep: int):
     """Same math as SDPA, with the probabilities materialised for the callback."""
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
     mask = spec.mask
     if mask is None:
-        mask = causal_mask(spec.q_idx, spec.k_idx, None)
+        mask = causal_mask(spec.q_idx, spec.k_idx, spec.k_valid)
     scores = scores.float().masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
     B = q.shape[0]

@@ -212,6 +212,10 @@ class TokenLayout:
             raise KeyError(kind)
         if simple:
             k_valid = None
+        if kind == "himix" and not simple and himix_kernel() == "flex":
+            spec = AttnSpec(mask=None, q_idx=q_idx, k_idx=k_idx, flex=True, k_valid=k_valid)
+            self._specs[kind] = spec
+            return spec
         mask = None if simple else causal_mask(q_idx, k_idx, k_valid)
         spec = AttnSpec(mask=mask, q_idx=q_idx, k_idx=k_idx)
         self._specs[kind] = spec
