@@ -327,10 +327,11 @@ def test_himix_flex_kernel_gradients_on_gpu():
     """Compiled, as the flex kernel is meant to run: logits and gradients equal the masked kernel's."""
     from uvlm.attention_ops import use_himix_kernel
 
-    model = tiny_model(n_kv_heads=2).cuda()
+    cfg = UVLMConfig(vocab_size=N_TEXT + N_CODES, image_token_start=N_TEXT, d_model=64, n_layers=2, n_heads=4,
+                     n_kv_heads=2, max_seq_len=64, image_proj_sets=["img"])
+    model = UVLM(cfg, seed=0).cuda()  # head dim 16: FlexAttention's smallest
     ids = batch("u").cuda()
-    ids[0, -3:] = 0
-    plan = [LayerMode("himix", "img")] * L_LAYERS
+    plan = [LayerMode("himix", "img")] * 2
     out = {}
     for kernel in ("mask", "flex"):
         model.zero_grad(set_to_none=True)

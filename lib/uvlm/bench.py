@@ -62,7 +62,7 @@ KNOBS = {  # compare=KNOB: the values it runs; the first is the reference ("with
     "precision": ("fp32", "bf16"),
     "optimizer": ("loop", "foreach", "fused"),
     "sdpa": ("math", "auto"),
-    "himix": HIMIX_KERNELS,  # HiMix attention: one masked call, or two mask-free calls
+    "himix": HIMIX_KERNELS,  # HiMix attention: one masked call, two mask-free calls, or FlexAttention
 }
 GPU_SDPA = ("efficient", "flash", "cudnn")  # more kernels a GPU comparison of sdpa runs
 # The run grid of params.yaml, used when the params file defines no runs (a bare preset).

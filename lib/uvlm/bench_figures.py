@@ -71,7 +71,8 @@ def markdown_table(result: dict) -> str:
             + f", batch {s['batch_size']}, {s['image_tokens']} image tokens; median of {s['steps']} "
             + (f"timings of {s['chunk']} steps queued back to back (one sync each, the training loop's "
                "throughput)" if s.get("chunk", 1) > 1 else "steps timed one by one")
-            + f" after {s['warmup']} warm-up, all variants interleaved in one process.")
+            + f" after {s['warmup']} warm-up, all variants interleaved in one process."
+            + (f" HiMix attention kernel: `{s['himix']}`." if s.get("himix", "mask") != "mask" and knob != "himix" else ""))
     show_precision = knob != "precision"  # else the knob's column already says it
     cols = (["plan", "K"] + ([knob] if knob else []) + ["precision"] * show_precision + ["step ms", "tokens/s", "GFLOP/step", "speedup",
             "FLOPs-ideal", "efficiency", "MFU", "peak MiB", "act. MiB"] + ([f"{knob} buys"] if knob else []))
