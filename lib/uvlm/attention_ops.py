@@ -102,7 +102,7 @@ class AttnSpec:
 # it is the fastest: compiled at 207M on an H200 the split kernel's HiMix step took 1.14x the
 # masked one's (figures/bench/nvidia-h200-himix-kernels.md; python -m uvlm.bench --compare himix)
 # and the flex kernel's 3.9x at batch 256 (nvidia-h200-himix256-flex.md: the per-score index
-# lookups make its attention 19x slower; figures/gpu/flex_probe.py).
+# lookups make its attention 19x slower; figures/gpu/attention_probe.py).
 HIMIX_KERNELS = ("mask", "split", "flex")
 _himix_kernel = ["mask"]
 
