@@ -20,6 +20,10 @@ STATE=data/.gpu-state
 mkdir -p "$OUT" data
 sed -i 's/^preset: cpu/preset: gpu/' params.yaml
 if [ -n "${KEEP_RUNS:-}" ]; then
+  grid=" $(sed -n '/^runs:/,$p' params.yaml | sed -n 's/^  \([A-Za-z0-9_]*\):.*/\1/p' | tr '\n' ' ')"
+  for name in $KEEP_RUNS; do
+    [[ $grid == *" $name "* ]] || { echo "KEEP_RUNS: '$name' is not a run of params.yaml; one of:$grid"; exit 2; }
+  done
   # Drop every entry of the runs: section (a `  name:` line and its deeper lines) not named.
   awk -v keep=" $KEEP_RUNS " '
     /^[a-z]/ { inruns = ($0 ~ /^runs:/); skip = 0 }
