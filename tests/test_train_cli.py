@@ -5,6 +5,7 @@ import json
 import pytest
 
 from uvlm import ddp_check, train_cli
+from uvlm.io import read_json
 from uvlm.errors import ConfigError
 
 TRAIN_FIELDS = ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s", "flops_per_step"]
@@ -86,8 +87,18 @@ def test_the_noise_verdict_judges_the_gap_against_another_seed(tmp_path):
     r = ddp_check.compare(one, two, window=1, skip=0, tol=0.05, noise=seed)
     assert not r["losses_agree"]  # beyond the fixed tolerance ...
     assert r["losses_agree_within_noise"]  # ... but closer than two seeds are
-    assert r["noise"]["train_loss_smoothed"]["max_abs_diff"] == pytest.approx(0.2)
-    assert "within that noise: **yes**" in ddp_check.markdown(r)
+    assert r["noise"][0]["train_loss_smoothed"]["max_abs_diff"] == pytest.approx(0.2)
+    assert "within that seed's gaps, curve by curve: **yes**" in ddp_check.markdown(r)
     close = _run_dir(tmp_path / "close", [3.0, 2.05, 1.05, 0.55], 0.52)
     assert not ddp_check.compare(one, seed, window=1, skip=0, noise=close)["losses_agree_within_noise"]
     assert "noise" not in ddp_check.compare(one, two, window=1, skip=0)
+    # Several seeds: the yardstick is the furthest of them, curve by curve.
+    r = ddp_check.compare(one, seed, window=1, skip=0, noise=[close, two])
+    assert r["noise_yardstick"]["train_loss_smoothed"] == pytest.approx(0.1)  # two's, not close's 0.05
+    assert not r["losses_agree_within_noise"]  # seed1 is 0.2 away: further than either
+    far = _run_dir(tmp_path / "far", [3.0, 2.3, 1.3, 0.8], 0.65)
+    r = ddp_check.compare(one, two, window=1, skip=0, noise=[close, far])
+    assert r["losses_agree_within_noise"] and "the largest of these 2 seeds' gaps" in ddp_check.markdown(r)
+    out = tmp_path / "check"
+    assert ddp_check.main([str(one), str(two), "--noise", str(close), str(far), "--out", str(out)]) == 0
+    assert len(read_json(out.with_suffix(".json"))["noise_runs"]) == 2
