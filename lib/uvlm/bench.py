@@ -356,11 +356,17 @@ def select_runs(runs: dict, wanted: Optional[list[str]]) -> list[str]:
 
 
 def settings_of(opts: BenchConfig, device: str, notes: list) -> list[Setting]:
+    if opts.himix == "flex" and device != "cuda":
+        # FlexAttention has no CPU backward: training steps would time the mask kernel under its name.
+        raise ConfigError("bench.himix", "flex", "'mask' or 'split' off a GPU (FlexAttention has no CPU backward)")
     base = Setting(opts.compile, resolve_precision(opts.precision, device, notes), opts.optimizer, opts.sdpa,
                    opts.himix)
     if opts.compare is None:
         return [base]
     values = list(KNOBS[opts.compare]) + (list(GPU_SDPA) if opts.compare == "sdpa" and device == "cuda" else [])
+    if opts.compare == "himix" and device != "cuda":
+        values.remove("flex")
+        notes.append("HiMix kernel 'flex' left out: FlexAttention has no CPU backward")
     if opts.compare == "precision":
         values = [resolve_precision(v, device, notes) for v in values]
     return list(dict.fromkeys(dataclasses.replace(base, **{opts.compare: v}) for v in values))
