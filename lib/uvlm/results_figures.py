@@ -107,7 +107,7 @@ def plot_efficiency(eff, path) -> None:
         lim = max(lim, row.flops_rel * 1.1, row.time_rel * 1.1)
     if not ax.lines:  # a grid of baselines only (e.g. the step-matched control): say so, not a bare diagonal
         ax.text(0.5, 0.5, "no accelerated run in this grid", ha="center", va="center", fontsize=9,
-                transform=ax.transAxes)
+                transform=ax.transAxes, zorder=3, bbox=dict(facecolor="white", edgecolor="0.7"))
     ax.plot([0, lim], [0, lim], "k--", lw=0.8, label="time ratio = FLOPs ratio")
     ax.set_xlim(0, lim), ax.set_ylim(0, lim)
     ax.set_xlabel("counted FLOPs per training sample / baseline")
