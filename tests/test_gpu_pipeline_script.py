@@ -1,0 +1,51 @@
+"""figures/gpu/pipeline.sh edits a throw-away copy's params.yaml before `dvc repro`: the preset, the
+runs KEEP_RUNS keeps and the step-matched controls. Run here with a stand-in `dvc` that does nothing."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path, **env):
+    work = tmp_path / "copy"
+    work.mkdir()
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    (work / "dvc.lock").write_text("schema: '2.0'\n")  # what the script packs after `dvc repro`
+    (work / "figures").mkdir()
+    (work / "notebooks" / "executed").mkdir(parents=True)
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "dvc").write_text("#!/bin/sh\nexit 0\n")
+    (stubs / "dvc").chmod(0o755)
+    full_env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
+                "LIMIT_S": "20", "GIT_CEILING_DIRECTORIES": str(tmp_path), **env}
+    proc = subprocess.run(["bash", str(ROOT / "figures/gpu/pipeline.sh")], cwd=work, env=full_env,
+                          capture_output=True, text=True, timeout=60)
+    return proc, yaml.safe_load((work / "params.yaml").read_text())
+
+
+def test_keep_runs_and_step_matched_rewrite_the_grid(tmp_path):
+    proc, params = _run(tmp_path, KEEP_RUNS="u_base g_base ug_base", STEP_MATCHED="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert params["preset"] == "gpu"
+    assert list(params["runs"]) == ["u_base", "g_base", "ug_base", "u_base_x2", "g_base_x2"]
+    assert params["runs"]["g_base_x2"] == {"task": "g", "accel": "base", "epochs_factor": 2.0}
+    assert params["runs"]["ug_base"] == {"task": "ug", "accel": "base"}
+    assert "runs kept: 3" in proc.stdout
+    with tarfile.open(tmp_path / "out" / "pipeline.tgz") as tgz:  # what record.sh lays out
+        packed = yaml.safe_load(tgz.extractfile("params.yaml").read())
+    assert packed == params
+
+
+def test_keep_runs_names_an_unknown_run_and_the_grid(tmp_path):
+    proc, params = _run(tmp_path, KEEP_RUNS="u_base ubase")
+    assert proc.returncode == 2
+    assert "'ubase' is not a run of params.yaml" in proc.stdout and "ug_himix_hmgen_sharepartial" in proc.stdout
+    assert len(params["runs"]) == 8  # nothing was dropped
