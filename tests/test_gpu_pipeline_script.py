@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -49,3 +50,32 @@ def test_keep_runs_names_an_unknown_run_and_the_grid(tmp_path):
     assert proc.returncode == 2
     assert "'ubase' is not a run of params.yaml" in proc.stdout and "ug_himix_hmgen_sharepartial" in proc.stdout
     assert len(params["runs"]) == 8  # nothing was dropped
+
+
+def test_record_sh_keeps_only_the_record_s_own_runs(tmp_path):
+    """The archive holds the committed files of runs the grid did not train (KEEP_RUNS); the record
+    folder leaves them out and is re-scored."""
+    record = ROOT / "figures" / "gpu" / "step_matched"
+    pack = tmp_path / "pack"
+    (pack / "figures").mkdir(parents=True)
+    shutil.copy(record / "params.yaml", pack / "params.yaml")
+    for name in ("claims.md", "fig_synergy.png", "fig_efficiency.png"):
+        shutil.copy(record / name, pack / "figures" / name)
+    for folder in ("tables", "metrics", "curves"):
+        shutil.copytree(record / folder, pack / "figures" / folder)
+    shutil.copytree(record / "runs", pack / "data" / "runs")
+    (pack / "figures" / "metrics" / "u_himix.json").write_text("{}")  # a committed cpu-preset file
+    (pack / "figures" / "curves" / "u_himix.png").write_bytes(b"")
+    with tarfile.open(tmp_path / "pipeline.tgz", "w:gz") as tgz:
+        for item in ("params.yaml", "figures", "data"):
+            tgz.add(pack / item, arcname=item)
+    dest = tmp_path / "record"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'lib'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # the script's `python`
+    proc = subprocess.run(["bash", str(ROOT / "figures/gpu/record.sh"), str(tmp_path / "pipeline.tgz"), str(dest)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (dest / "metrics" / "u_himix.json").exists() and not (dest / "curves" / "u_himix.png").exists()
+    assert (dest / "metrics" / "ug_base.json").exists() and (dest / "metrics" / "results.json").exists()
+    assert (dest / "claims.md").read_text() == (record / "claims.md").read_text()
+    assert (dest / "runs" / "u_base_x2" / "seed0" / "train_summary.json").exists()
