@@ -2,7 +2,7 @@
 # One run trained on 1 GPU and on 2 GPUs (accelerate, bf16) at the same seed and global batch,
 # compared by uvlm.ddp_check: loss agreement and throughput ratio. Run from the repository root
 # on a 2-GPU machine with uvlm and accelerate importable:
-#   OUT=figures/bench bash figures/gpu/ddp.sh [d384 threads notebook launcher d768 d1024]   (default: all)
+#   OUT=figures/bench bash figures/gpu/ddp.sh [d384 threads notebook launcher launcher1 d768 d1024]   (default: all)
 # Writes $OUT/ddp-<gpu>-d384.json/.md (the gpu preset's model), -notebook (the same through
 # notebook 03 and accelerate.notebook_launcher), -d768 (~86M params), -d1024 (~207M params) and $OUT/ddp-logs.tgz (the runs' logs).
 set -u
@@ -91,19 +91,23 @@ notebook() {
   python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data/runs/$RUN/seed0" --noise "$W/runs/d384-1gpu-seed1" \
     --device "$GPU" --out "$OUT/ddp-$SLUG-notebook"
 }
-# launcher: the same uvlm.train.launch_run (accelerate.notebook_launcher, forked processes) from a
-# plain python process instead of a Jupyter kernel, which tells the launcher's cost from the kernel's.
+# launcher [THREADS]: the same uvlm.train.launch_run (accelerate.notebook_launcher, forked processes)
+# from a plain python process instead of a Jupyter kernel, which tells the launcher's cost from the
+# kernel's; THREADS sets train.threads in the forked processes (default: their share of the cores).
 launcher() {
-  mkdir -p "$W/data_launcher"
-  ln -sfn "$W/data/world" "$W/data_launcher/world" && ln -sfn "$W/data/tokenizer" "$W/data_launcher/tokenizer"
-  sed 's/^train: {/paths: {data: data_launcher}\ntrain: {num_processes: 2, seeds: [0], /' "$W/params.yaml" \
-    > "$W/params_launcher.yaml"
+  local threads=${1:-} tag=launcher${1:+-threads$1}
+  mkdir -p "$W/data_$tag"
+  ln -sfn "$W/data/world" "$W/data_$tag/world" && ln -sfn "$W/data/tokenizer" "$W/data_$tag/tokenizer"
+  sed "s/^train: {/paths: {data: data_$tag}\ntrain: {num_processes: 2, seeds: [0], ${threads:+threads: $threads, }/" \
+    "$W/params.yaml" > "$W/params_$tag.yaml"
   local s=$SECONDS
   timeout 150 python -c "import sys; from uvlm.config import load_config; from uvlm.train import launch_run
-launch_run(load_config(sys.argv[1]), sys.argv[2], 0)" "$W/params_launcher.yaml" "$RUN" > "$W/launcher.log" 2>&1
-  echo "[notebook_launcher from python, 2 GPUs] exit $? after $((SECONDS - s)) s"
-  python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data_launcher/runs/$RUN/seed0" --noise "$W/runs/d384-1gpu-seed1" \
-    --device "$GPU" --out "$OUT/ddp-$SLUG-launcher"
+launch_run(load_config(sys.argv[1]), sys.argv[2], 0)" "$W/params_$tag.yaml" "$RUN" > "$W/$tag.log" 2>&1
+  echo "[notebook_launcher from python, 2 GPUs${threads:+, $threads threads each}] exit $? after $((SECONDS - s)) s;" \
+    "mean step $(python -c "import json, sys; print(round(1e3 * json.load(open(sys.argv[1]))['mean_step_time_s'], 1))" \
+    "$W/data_$tag/runs/$RUN/seed0/train_summary.json") ms"
+  [ -d "$W/runs/d384-1gpu" ] && python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data_$tag/runs/$RUN/seed0" \
+    --noise "$W/runs/d384-1gpu-seed1" --device "$GPU" --out "$OUT/ddp-$SLUG-$tag"
 }
 # The gpu preset's model (~22M params, batch 64), then ~86M and ~207M params at batch 128: more
 # work per kernel launch, so the second GPU is less hidden behind host overhead.
@@ -116,12 +120,13 @@ one() {
     d384) pair d384 100 ;;
     threads) threads ;;  # needs d384 first
     notebook) notebook ;;  # needs d384 first
-    launcher) launcher ;;  # needs d384 first
+    launcher) launcher ;;  # the check against d384's runs needs d384 first; the step time does not
+    launcher1) launcher 1 ;;  # the same with one CPU thread per forked process
     d768) pair d768 110 "${D768[@]}" ;;
     d1024) pair d1024 150 "${D1024[@]}" ;;
-    *) echo "unknown check '$1': one of d384 threads notebook launcher d768 d1024"; return 2 ;;
+    *) echo "unknown check '$1': one of d384 threads notebook launcher launcher1 d768 d1024"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(d384 threads notebook d768 d1024); fi
 for name in "${names[@]}"; do one "$name"; done
-(cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log ./*.ipynb runs data/runs data_launcher/runs params*.yaml)
+(cd "$W" && tar czf "$OUT/ddp-logs.tgz" --exclude='*.safetensors' ./*.log ./*.ipynb runs data/runs data_launcher*/runs params*.yaml)
