@@ -20,3 +20,15 @@ def test_cores_are_split_between_local_processes(monkeypatch):
     assert threads.cores_per_process() == 16
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
     assert threads.cores_per_process() == 1  # never zero
+
+
+def test_a_forked_launch_process_takes_one_thread(monkeypatch):
+    """accelerate's notebook_launcher marks the processes it forks; their host thread only
+    launches GPU kernels, and a thread pool slowed it (measured, see uvlm.threads)."""
+    monkeypatch.setattr(threads, "available_cores", lambda: 32)
+    monkeypatch.setenv("NPROC", "2")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("FORK_LAUNCHED", raising=False)
+    assert threads.cores_per_process() == 16
+    monkeypatch.setenv("FORK_LAUNCHED", "1")
+    assert threads.cores_per_process() == 1

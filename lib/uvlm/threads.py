@@ -35,7 +35,14 @@ def cores_each(processes: int) -> int:
 def cores_per_process() -> int:
     """This process's share of the cores when a launch started several on the machine: two
     processes with a thread pool of every core each oversubscribe it, and their spinning
-    OpenMP workers delay the host thread that launches the GPU's kernels."""
+    OpenMP workers delay the host thread that launches the GPU's kernels.
+
+    A process that accelerate's ``notebook_launcher`` forked (FORK_LAUNCHED; uvlm forks GPU
+    training only, ``uvlm.train.launch_run``) takes one thread: on 2x H200 at the gpu preset its
+    steps took 40.8 ms with its 16-core share and 35.3 ms with one thread, the speed of the
+    processes ``accelerate launch`` starts (figures/bench/ddp-launchers/)."""
+    if os.environ.get("FORK_LAUNCHED") == "1":
+        return 1
     return cores_each(local_processes())
 
 
