@@ -2,7 +2,8 @@
 # One run trained on 1 GPU and on 2 GPUs (accelerate, bf16) at the same seed and global batch,
 # compared by uvlm.ddp_check: loss agreement and throughput ratio. Run from the repository root
 # on a 2-GPU machine with uvlm and accelerate importable:
-#   OUT=figures/bench bash figures/gpu/ddp.sh [d384 threads notebook launcher launcher1 d768 d1024]   (default: all)
+#   OUT=figures/bench bash figures/gpu/ddp.sh [d384 threads notebook launcher launcherN d768 d1024]   (default: all)
+# (launcherN: the launcher check with N CPU threads per forked process; a name may repeat)
 # Writes $OUT/ddp-<gpu>-d384.json/.md (the gpu preset's model), -notebook (the same through
 # notebook 03 and accelerate.notebook_launcher), -d768 (~86M params), -d1024 (~207M params) and $OUT/ddp-logs.tgz (the runs' logs).
 set -u
@@ -87,15 +88,20 @@ notebook() {
   local s=$SECONDS
   timeout 150 papermill --log-output --no-progress-bar --cwd "$W" notebooks/03_train.ipynb \
     "$W/03_train_notebook_launcher.ipynb" -p params_path params_notebook.yaml -p run "$RUN" > "$W/notebook.log" 2>&1
-  echo "[notebook_launcher, 2 GPUs] exit $? after $((SECONDS - s)) s"
+  echo "[notebook_launcher, 2 GPUs] exit $? after $((SECONDS - s)) s; mean step $(mean_step_ms "$W/data/runs/$RUN/seed0") ms"
   python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data/runs/$RUN/seed0" --noise "$W/runs/d384-1gpu-seed1" \
     --device "$GPU" --out "$OUT/ddp-$SLUG-notebook"
+}
+mean_step_ms() {  # RUN_DIR: the mean training step of a finished run, from its summary
+  python -c "import json, sys; print(round(1e3 * json.load(open(sys.argv[1]))['mean_step_time_s'], 1))" \
+    "$1/train_summary.json" 2>/dev/null || echo "?"
 }
 # launcher [THREADS]: the same uvlm.train.launch_run (accelerate.notebook_launcher, forked processes)
 # from a plain python process instead of a Jupyter kernel, which tells the launcher's cost from the
 # kernel's; THREADS sets train.threads in the forked processes (default: their share of the cores).
 launcher() {
   local threads=${1:-} tag=launcher${1:+-threads$1}
+  rm -rf "$W/data_$tag/runs"  # a repeat trains afresh instead of finding the last one's checkpoint
   mkdir -p "$W/data_$tag"
   ln -sfn "$W/data/world" "$W/data_$tag/world" && ln -sfn "$W/data/tokenizer" "$W/data_$tag/tokenizer"
   sed "s/^train: {/paths: {data: data_$tag}\ntrain: {num_processes: 2, seeds: [0], ${threads:+threads: $threads, }/" \
@@ -104,8 +110,7 @@ launcher() {
   timeout 150 python -c "import sys; from uvlm.config import load_config; from uvlm.train import launch_run
 launch_run(load_config(sys.argv[1]), sys.argv[2], 0)" "$W/params_$tag.yaml" "$RUN" > "$W/$tag.log" 2>&1
   echo "[notebook_launcher from python, 2 GPUs${threads:+, $threads threads each}] exit $? after $((SECONDS - s)) s;" \
-    "mean step $(python -c "import json, sys; print(round(1e3 * json.load(open(sys.argv[1]))['mean_step_time_s'], 1))" \
-    "$W/data_$tag/runs/$RUN/seed0/train_summary.json") ms"
+    "mean step $(mean_step_ms "$W/data_$tag/runs/$RUN/seed0") ms"
   [ -d "$W/runs/d384-1gpu" ] && python -m uvlm.ddp_check "$W/runs/d384-1gpu" "$W/data_$tag/runs/$RUN/seed0" \
     --noise "$W/runs/d384-1gpu-seed1" --device "$GPU" --out "$OUT/ddp-$SLUG-$tag"
 }
@@ -121,10 +126,10 @@ one() {
     threads) threads ;;  # needs d384 first
     notebook) notebook ;;  # needs d384 first
     launcher) launcher ;;  # the check against d384's runs needs d384 first; the step time does not
-    launcher1) launcher 1 ;;  # the same with one CPU thread per forked process
+    launcher[0-9]*) launcher "${1#launcher}" ;;  # the same with N CPU threads per forked process
     d768) pair d768 110 "${D768[@]}" ;;
     d1024) pair d1024 150 "${D1024[@]}" ;;
-    *) echo "unknown check '$1': one of d384 threads notebook launcher launcher1 d768 d1024"; return 2 ;;
+    *) echo "unknown check '$1': one of d384 threads notebook launcher launcherN d768 d1024"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(d384 threads notebook d768 d1024); fi
