@@ -39,8 +39,9 @@ def cores_per_process() -> int:
 
     A process that accelerate's ``notebook_launcher`` forked (FORK_LAUNCHED; uvlm forks GPU
     training only, ``uvlm.train.launch_run``) takes one thread: on 2x H200 at the gpu preset its
-    steps took 40.8 ms with its 16-core share and 35.3 ms with one thread, the speed of the
-    processes ``accelerate launch`` starts (figures/bench/ddp-launchers/)."""
+    steps once took 40.8 ms with its 16-core share and 35.3 ms with one thread. Repeated on
+    another machine the two settings overlapped within its drift, one thread never slower in a
+    pair (figures/bench/ddp-launchers/rerun/)."""
     if os.environ.get("FORK_LAUNCHED") == "1":
         return 1
     return cores_each(local_processes())
