@@ -11,6 +11,8 @@
 # the epochs (runs u_base_x2 and g_base_x2, `epochs_factor: 2`), about 6 more minutes on an H100.
 # KEEP_RUNS="u_base g_base ug_base" keeps only those runs of params.yaml's grid (before the
 # step-matched ones are added), e.g. for the control alone.
+# JOBS=3 runs independent stages side by side (python -m uvlm.parallel_repro --jobs 3; each
+# stage's output then goes to notebooks/executed/logs/); COMPILE=1 sets train.compile: true.
 # Writes $OUT/repro.log and $OUT/pipeline.tgz (params.yaml, figures, dvc.lock, executed notebooks,
 # run logs); `bash figures/gpu/record.sh $OUT/pipeline.tgz DEST LOGS...` lays out a record folder.
 set -u
@@ -39,6 +41,13 @@ if [ "${STEP_MATCHED:-0}" = 1 ] && ! grep -q '^  u_base_x2:' params.yaml; then
   printf '%s\n' '  u_base_x2: {task: u, accel: base, epochs_factor: 2.0}' \
                  '  g_base_x2: {task: g, accel: base, epochs_factor: 2.0}' >> params.yaml
 fi
+if [ "${COMPILE:-0}" = 1 ]; then
+  sed -i 's/^  compile: null/  compile: true/' params.yaml
+  grep -q '^  compile: true' params.yaml || { echo "COMPILE=1: no '  compile: null' line in params.yaml's train: section"; exit 2; }
+fi
+JOBS=${JOBS:-1}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS='$JOBS': expected an integer >= 1"; exit 2; }
+if [ "$JOBS" = 1 ]; then REPRO=(dvc repro); else REPRO=(python -m uvlm.parallel_repro --jobs "$JOBS"); fi
 git rev-parse --git-dir >/dev/null 2>&1 || dvc config --local core.no_scm true
 if [ -f "$STATE/dvc.lock" ]; then
   echo "resuming: restoring dvc.lock, figures and executed notebooks from $STATE"
@@ -47,12 +56,12 @@ if [ -f "$STATE/dvc.lock" ]; then
 fi
 export PYTHONUNBUFFERED=1
 t0=$EPOCHSECONDS
-timeout --kill-after=10 "$LIMIT" dvc repro 2>&1 \
+timeout --kill-after=10 "$LIMIT" "${REPRO[@]}" 2>&1 \
   | while IFS= read -r line; do printf '%4d %s\n' $((EPOCHSECONDS - t0)) "$line"; done >> "$OUT/repro.log"
-echo "dvc repro: exit ${PIPESTATUS[0]} after $((EPOCHSECONDS - t0)) s (limit $LIMIT s)"
+echo "${REPRO[*]}: exit ${PIPESTATUS[0]} after $((EPOCHSECONDS - t0)) s (limit $LIMIT s)"
 rm -rf "$STATE" && mkdir -p "$STATE/executed"
 cp dvc.lock "$STATE/" && cp -a figures "$STATE/figures" && cp -a notebooks/executed/. "$STATE/executed/"
-grep -E "Running stage|didn't change|ERROR|Error" "$OUT/repro.log" | tail -40
+grep -E "Running stage|didn't change|] start: |] done: |FAILED|ERROR|Error" "$OUT/repro.log" | tail -40
 tail -5 "$OUT/repro.log"
 tar czf "$OUT/pipeline.tgz" --exclude=figures/bench --exclude=figures/gpu params.yaml dvc.lock figures notebooks/executed \
   $(ls -d data/runs/*/seed*/*.csv data/runs/*/seed*/*.json data/evals/*/seed*/*.json data/world/*.json data/tokenizer/*.json 2>/dev/null)

@@ -11,7 +11,17 @@ import os
 
 
 def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process's stage may use: the machine's (its affinity mask), divided among the
+    stages that uvlm.parallel_repro runs side by side (UVLM_PARALLEL_STAGES)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // parallel_stages())
+
+
+def parallel_stages() -> int:
+    try:
+        return max(1, int(os.environ.get("UVLM_PARALLEL_STAGES", "1")))
+    except ValueError:
+        return 1
 
 
 def local_processes() -> int:

@@ -1,0 +1,159 @@
+"""`dvc repro` with independent stages running side by side.
+
+`dvc repro` runs one stage at a time, but most of a stage's time here is host work (papermill,
+imports, set-up, compilation, scoring) while a GPU sits idle, and the per-run branches of the
+pipeline (train@RUN -> eval@RUN) do not depend on each other. DVC supports launching several
+`dvc repro` processes on independent stages at once (its read-write locks guard each stage's
+inputs and outputs); this module does that for the whole graph: every stage runs through its own
+`dvc repro --single-item STAGE` as soon as all stages it depends on have finished, at most
+``jobs`` at a time. A plain `dvc repro` at the end confirms that nothing is left to run, so the
+result is what `dvc repro` itself would leave: the same outputs, dvc.lock and run cache.
+
+    python -m uvlm.parallel_repro --jobs 3            # the whole pipeline
+    python -m uvlm.parallel_repro --jobs 3 results    # only what `results` needs
+
+Each stage's output goes to ``--log-dir/<stage>.log``; a failed stage stops the scheduling of new
+ones and prints its log's tail. Stages started here see UVLM_PARALLEL_STAGES=jobs, so their CPU
+thread pools take a share of the cores (uvlm.threads.available_cores).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import ConfigError
+
+# DVC refuses a stage whose files another process holds at that instant; such a start is retried.
+LOCK_MESSAGES = ("Unable to acquire lock", "is busy, it is being blocked by")
+LOCK_RETRIES = 5
+
+
+def stage_graph(repo_dir=".", targets=None) -> tuple[list[str], dict[str, set[str]]]:
+    """The pipeline's stages in dvc.yaml order and, for each, the stages it depends on.
+
+    With ``targets``, only those stages and everything upstream of them.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(repo_dir)) as repo:
+        graph = repo.index.graph  # an edge u -> v: stage u depends on stage v
+        order = [s.addressing for s in repo.index.stages if getattr(s, "cmd", None)]
+        needs = {name: set() for name in order}
+        for u, v in graph.edges:
+            if u.addressing in needs and v.addressing in needs:
+                needs[u.addressing].add(v.addressing)
+    if targets:
+        unknown = [t for t in targets if t not in needs]
+        if unknown:
+            raise ConfigError("targets", unknown, f"stages of dvc.yaml: {order}")
+        keep, todo = set(), list(targets)
+        while todo:
+            name = todo.pop()
+            if name not in keep:
+                keep.add(name)
+                todo.extend(needs[name])
+        order = [n for n in order if n in keep]
+        needs = {n: needs[n] for n in order}
+    return order, needs
+
+
+def schedule(order: list[str], needs: dict[str, set[str]], jobs: int,
+             start: Callable[[str], subprocess.Popen], log: Callable[[str], None] = print,
+             poll_s: float = 0.2) -> dict[str, int]:
+    """Run every stage once all it needs has finished, at most ``jobs`` at a time, earlier stages
+    of ``order`` first. ``start(stage)`` launches it. Returns each finished stage's exit code;
+    after a failure no new stage starts, and the running ones are waited for."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError("jobs", jobs, "an integer >= 1")
+    t0, done, running, failed = time.monotonic(), {}, {}, False
+    while True:
+        for name, proc in list(running.items()):
+            rc = proc.poll()
+            if rc is not None:
+                del running[name]
+                done[name] = rc
+                failed = failed or rc != 0
+                log(f"[{time.monotonic() - t0:6.0f} s] {'done' if rc == 0 else f'FAILED (exit {rc})'}: {name}")
+        ready = [n for n in order if n not in done and n not in running
+                 and all(done.get(d) == 0 for d in needs[n])]
+        while ready and len(running) < jobs and not failed:
+            name = ready.pop(0)
+            running[name] = start(name)
+            log(f"[{time.monotonic() - t0:6.0f} s] start: {name} ({len(running)} running)")
+        if not running:
+            return done
+        time.sleep(poll_s)
+
+
+class StageRunner:
+    """Starts `dvc repro --single-item STAGE` with its output in ``log_dir/STAGE.log``, retrying a
+    start that DVC refused because another stage held a lock at that instant."""
+
+    def __init__(self, log_dir: Path, jobs: int, dvc: str = "dvc"):
+        self.log_dir, self.dvc = Path(log_dir), dvc
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "UVLM_PARALLEL_STAGES": str(jobs)}
+        self.procs: list[subprocess.Popen] = []
+
+    def log_path(self, stage: str) -> Path:
+        return self.log_dir / f"{stage.replace('/', '_')}.log"
+
+    def __call__(self, stage: str) -> subprocess.Popen:
+        # A shell loop, so that a lock retry does not hold up the scheduler.
+        log = self.log_path(stage)
+        pattern = "|".join(LOCK_MESSAGES)
+        script = (f'for i in $(seq {LOCK_RETRIES + 1}); do "$0" repro --single-item "$1" > "$2" 2>&1; rc=$?; '
+                  f'[ $rc -eq 0 ] || ! grep -qE "{pattern}" "$2" || [ $i -gt {LOCK_RETRIES} ] && exit $rc; '
+                  f'sleep $i; done')
+        proc = subprocess.Popen(["bash", "-c", script, self.dvc, stage, str(log)], env=self.env,
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m uvlm.parallel_repro", description=__doc__.split("\n")[0])
+    ap.add_argument("targets", nargs="*", help="stages to bring up to date (default: all)")
+    ap.add_argument("--jobs", "-j", type=int, default=2, help="stages at once (default 2)")
+    ap.add_argument("--log-dir", default="notebooks/executed/logs", help="one log per stage (default %(default)s)")
+    a = ap.parse_args(argv)
+    try:
+        if a.jobs < 1:
+            raise ConfigError("jobs", a.jobs, "an integer >= 1")
+        order, needs = stage_graph(".", a.targets)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    runner = StageRunner(Path(a.log_dir), a.jobs)
+
+    def interrupted(signum, frame):  # stop the stages too; a cut train stage resumes next time
+        runner.stop()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    print(f"{len(order)} stages, {a.jobs} at a time; logs in {a.log_dir}/", flush=True)
+    done = schedule(order, needs, a.jobs, runner, log=lambda m: print(m, flush=True))
+    bad = [n for n, rc in done.items() if rc != 0]
+    for name in bad:
+        tail = runner.log_path(name).read_text(errors="replace").splitlines()[-30:]
+        print(f"\n--- {name} failed; the end of {runner.log_path(name)}:\n" + "\n".join(tail), flush=True)
+    if bad:
+        return 1
+    # What `dvc repro` would still run: nothing, unless a stage changed while this ran.
+    return subprocess.call(["dvc", "repro", *a.targets])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
