@@ -23,8 +23,15 @@ test: install
 	$(PY) -m pytest -q
 
 # The stages call papermill and the venv's kernel: put the venv first on PATH.
+# JOBS=3 runs independent stages side by side (python -m uvlm.parallel_repro); the default runs
+# one at a time, which suits the cpu preset on a small machine.
+JOBS ?= 1
 repro: install
+ifeq ($(JOBS),1)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
+else
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m uvlm.parallel_repro --jobs $(JOBS)
+endif
 
 lab: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/jupyter lab notebooks/

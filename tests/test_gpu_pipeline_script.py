@@ -79,3 +79,14 @@ def test_record_sh_keeps_only_the_record_s_own_runs(tmp_path):
     assert (dest / "metrics" / "ug_base.json").exists() and (dest / "metrics" / "results.json").exists()
     assert (dest / "claims.md").read_text() == (record / "claims.md").read_text()
     assert (dest / "runs" / "u_base_x2" / "seed0" / "train_summary.json").exists()
+
+
+def test_compile_sets_train_compile_and_bad_jobs_are_named(tmp_path):
+    proc, params = _run(tmp_path, COMPILE="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert params["train"]["compile"] is True
+    assert "dvc repro: exit 0" in proc.stdout  # JOBS=1: plain `dvc repro`
+    other = tmp_path / "again"
+    other.mkdir()
+    proc, params = _run(other, JOBS="three")
+    assert proc.returncode == 2 and "JOBS='three': expected an integer >= 1" in proc.stdout

@@ -24,7 +24,7 @@ def test_cores_are_split_between_local_processes(monkeypatch):
 
 def test_a_forked_launch_process_takes_one_thread(monkeypatch):
     """accelerate's notebook_launcher marks the processes it forks; their host thread only
-    launches GPU kernels, and a thread pool slowed it (measured, see uvlm.threads)."""
+    launches GPU kernels (a thread pool was measured slower once; see uvlm.threads)."""
     monkeypatch.setattr(threads, "available_cores", lambda: 32)
     monkeypatch.setenv("NPROC", "2")
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -32,3 +32,16 @@ def test_a_forked_launch_process_takes_one_thread(monkeypatch):
     assert threads.cores_per_process() == 16
     monkeypatch.setenv("FORK_LAUNCHED", "1")
     assert threads.cores_per_process() == 1
+
+
+def test_stages_side_by_side_share_the_cores(monkeypatch):
+    """uvlm.parallel_repro tells the stages it runs at once how many there are."""
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("UVLM_PARALLEL_STAGES", raising=False)
+    assert threads.available_cores() == 16
+    monkeypatch.setenv("UVLM_PARALLEL_STAGES", "3")
+    assert threads.available_cores() == 5
+    monkeypatch.setenv("UVLM_PARALLEL_STAGES", "64")
+    assert threads.available_cores() == 1
+    monkeypatch.setenv("UVLM_PARALLEL_STAGES", "junk")
+    assert threads.available_cores() == 16

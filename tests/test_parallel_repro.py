@@ -1,0 +1,168 @@
+"""uvlm.parallel_repro: the scheduler (with stand-in stages) and a whole toy DVC pipeline."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uvlm.errors import ConfigError
+from uvlm.parallel_repro import schedule, stage_graph
+
+
+class FakeStage:
+    """A stage that finishes after ``ticks`` polls with exit code ``rc``."""
+
+    def __init__(self, name, ticks, rc):
+        self.name, self.left, self.rc = name, ticks, rc
+
+    def poll(self):
+        if self.left > 0:
+            self.left -= 1
+            return None
+        return self.rc
+
+
+def _run(order, needs, jobs, fail=()):
+    """Every stage takes one poll; returns the exit codes and the stages in the order they started."""
+    started = []
+
+    def start(name):
+        started.append(name)
+        return FakeStage(name, 1, 1 if name in fail else 0)
+
+    return schedule(order, needs, jobs, start, log=lambda m: None, poll_s=0), started
+
+
+DIAMOND = (["data", "train@a", "train@b", "eval@a", "eval@b", "results"],
+           {"data": set(), "train@a": {"data"}, "train@b": {"data"}, "eval@a": {"train@a"},
+            "eval@b": {"train@b"}, "results": {"eval@a", "eval@b"}})
+
+
+def test_every_stage_runs_once_after_what_it_needs():
+    order, needs = DIAMOND
+    done, started = _run(order, needs, jobs=2)
+    assert done == {n: 0 for n in order}
+    assert sorted(started) == sorted(order)
+    for name in order:
+        for dep in needs[name]:
+            assert started.index(dep) < started.index(name)
+
+
+def test_independent_stages_overlap_up_to_jobs():
+    order = ["a", "b", "c", "d"]
+    needs = {n: set() for n in order}
+    running, peak = set(), 0
+
+    def start(name):
+        nonlocal peak
+        running.add(name)
+        peak = max(peak, len(running))
+        stage = FakeStage(name, 3, 0)
+        poll = stage.poll
+
+        def tracked():
+            rc = poll()
+            if rc is not None:
+                running.discard(name)
+            return rc
+        stage.poll = tracked
+        return stage
+
+    schedule(order, needs, 3, start, log=lambda m: None, poll_s=0)
+    assert peak == 3
+    running.clear()
+    peak = 0
+    schedule(order, needs, 1, start, log=lambda m: None, poll_s=0)
+    assert peak == 1
+
+
+def test_a_failed_stage_stops_new_starts_and_its_dependents():
+    order, needs = DIAMOND
+    done, started = _run(order, needs, jobs=1, fail={"train@a"})
+    assert done["train@a"] == 1
+    assert "eval@a" not in done and "results" not in done
+    assert started == ["data", "train@a"]
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5])
+def test_jobs_must_be_a_positive_integer(jobs):
+    with pytest.raises(ConfigError, match="jobs"):
+        schedule(["a"], {"a": set()}, jobs, lambda n: FakeStage(n, 0, 0))
+
+
+TOY = """stages:
+  base:
+    cmd: mkdir -p out && cp dep.txt out/base.txt
+    deps:
+      - dep.txt
+    outs:
+      - out/base.txt
+  train:
+    foreach: [a, b, c]
+    do:
+      cmd: cat out/base.txt > out/t_${item}.txt && echo ${item} >> out/t_${item}.txt
+      deps:
+        - out/base.txt
+      outs:
+        - out/t_${item}.txt
+  final:
+    cmd: cat out/t_a.txt out/t_b.txt out/t_c.txt > out/final.txt
+    deps:
+      - out/t_a.txt
+      - out/t_b.txt
+      - out/t_c.txt
+    outs:
+      - out/final.txt
+"""
+
+
+@pytest.fixture
+def toy_repo(tmp_path, monkeypatch):
+    if shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists():
+        pytest.skip("dvc is not installed")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "dvc.yaml").write_text(TOY)
+    (repo / "dep.txt").write_text("v1\n")
+    monkeypatch.chdir(repo)
+    return repo
+
+
+def test_stage_graph_reads_dvc_yaml(toy_repo):
+    order, needs = stage_graph(toy_repo)
+    assert order == ["base", "train@a", "train@b", "train@c", "final"]
+    assert needs["train@b"] == {"base"} and needs["final"] == {"train@a", "train@b", "train@c"}
+    order, needs = stage_graph(toy_repo, ["train@b"])
+    assert order == ["base", "train@b"]
+    with pytest.raises(ConfigError, match="train@z"):
+        stage_graph(toy_repo, ["train@z"])
+
+
+def test_the_whole_toy_pipeline_matches_dvc_repro(toy_repo):
+    """Run side by side, then `dvc status` finds nothing to do and the outputs are complete."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-m", "uvlm.parallel_repro", "--jobs", "3", "--log-dir", "logs"],
+                         cwd=toy_repo, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Data and pipelines are up to date" in run.stdout
+    assert (toy_repo / "out" / "final.txt").read_text() == "v1\na\nv1\nb\nv1\nc\n"
+    assert sorted(p.name for p in (toy_repo / "logs").iterdir()) == [
+        "base.log", "final.log", "train@a.log", "train@b.log", "train@c.log"]
+    status = subprocess.run(["dvc", "status"], cwd=toy_repo, capture_output=True, text=True)
+    assert "up to date" in status.stdout
+
+
+def test_cli_names_bad_jobs_and_unknown_stages(toy_repo):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for args, key in ((["--jobs", "0"], "jobs"), (["nosuch"], "targets")):
+        run = subprocess.run([sys.executable, "-m", "uvlm.parallel_repro", *args], cwd=toy_repo, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2
+        assert f"config key '{key}'" in run.stderr
