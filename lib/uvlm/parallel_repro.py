@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import ConfigError
+from .threads import PARALLEL_STAGES_ENV
 
 # DVC refuses a stage whose files another process holds at that instant; such a start is retried.
 LOCK_MESSAGES = ("Unable to acquire lock", "is busy, it is being blocked by")
@@ -63,14 +64,18 @@ def stage_graph(repo_dir=".", targets=None) -> tuple[list[str], dict[str, set[st
     return order, needs
 
 
+def check_jobs(jobs) -> None:
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError("jobs", jobs, "an integer >= 1")
+
+
 def schedule(order: list[str], needs: dict[str, set[str]], jobs: int,
              start: Callable[[str], subprocess.Popen], log: Callable[[str], None] = print,
              poll_s: float = 0.2) -> dict[str, int]:
     """Run every stage once all it needs has finished, at most ``jobs`` at a time, earlier stages
     of ``order`` first. ``start(stage)`` launches it. Returns each finished stage's exit code;
     after a failure no new stage starts, and the running ones are waited for."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError("jobs", jobs, "an integer >= 1")
+    check_jobs(jobs)
     t0, done, running, failed = time.monotonic(), {}, {}, False
     while True:
         for name, proc in list(running.items()):
@@ -98,7 +103,7 @@ class StageRunner:
     def __init__(self, log_dir: Path, jobs: int, dvc: str = "dvc"):
         self.log_dir, self.dvc = Path(log_dir), dvc
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "UVLM_PARALLEL_STAGES": str(jobs)}
+        self.env = {**os.environ, PARALLEL_STAGES_ENV: str(jobs)}
         self.procs: list[subprocess.Popen] = []
 
     def log_path(self, stage: str) -> Path:
@@ -129,8 +134,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--log-dir", default="notebooks/executed/logs", help="one log per stage (default %(default)s)")
     a = ap.parse_args(argv)
     try:
-        if a.jobs < 1:
-            raise ConfigError("jobs", a.jobs, "an integer >= 1")
+        check_jobs(a.jobs)
         order, needs = stage_graph(".", a.targets)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

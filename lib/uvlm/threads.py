@@ -17,22 +17,28 @@ def available_cores() -> int:
     return max(1, cores // parallel_stages())
 
 
-def parallel_stages() -> int:
-    try:
-        return max(1, int(os.environ.get("UVLM_PARALLEL_STAGES", "1")))
-    except ValueError:
-        return 1
+# Set by uvlm.parallel_repro for the stages it runs side by side: how many there are at once.
+PARALLEL_STAGES_ENV = "UVLM_PARALLEL_STAGES"
 
 
-def local_processes() -> int:
-    """How many processes of one multi-process launch share this machine: torchrun / `accelerate
-    launch` set LOCAL_WORLD_SIZE, accelerate's notebook_launcher NPROC; 1 outside a launch."""
-    for key in ("LOCAL_WORLD_SIZE", "NPROC"):
+def _count_from_env(*keys: str) -> int:
+    """The first of ``keys`` set to an integer (at least 1); 1 if none is."""
+    for key in keys:
         try:
             return max(1, int(os.environ[key]))
         except (KeyError, ValueError):
             continue
     return 1
+
+
+def parallel_stages() -> int:
+    return _count_from_env(PARALLEL_STAGES_ENV)
+
+
+def local_processes() -> int:
+    """How many processes of one multi-process launch share this machine: torchrun / `accelerate
+    launch` set LOCAL_WORLD_SIZE, accelerate's notebook_launcher NPROC; 1 outside a launch."""
+    return _count_from_env("LOCAL_WORLD_SIZE", "NPROC")
 
 
 def cores_each(processes: int) -> int:
