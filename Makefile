@@ -24,7 +24,7 @@ test: install
 
 # The stages call papermill and the venv's kernel: put the venv first on PATH.
 # JOBS=3 runs independent stages side by side (python -m uvlm.parallel_repro); the default runs
-# one at a time, which suits the cpu preset on a small machine.
+# one at a time, as `dvc repro` itself does (the speed-up was measured on a GPU host only).
 JOBS ?= 1
 repro: install
 ifeq ($(JOBS),1)
