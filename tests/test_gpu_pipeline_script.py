@@ -90,3 +90,21 @@ def test_compile_sets_train_compile_and_bad_jobs_are_named(tmp_path):
     other.mkdir()
     proc, params = _run(other, JOBS="three")
     assert proc.returncode == 2 and "JOBS='three': expected an integer >= 1" in proc.stdout
+
+
+def test_train_jobs_caps_the_train_stages_and_the_history_is_seeded(tmp_path):
+    stubs = tmp_path / "pybin"  # _run's stand-in dvc goes in tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "python").write_text('#!/bin/sh\necho "stand-in python $*"\nexit 0\n')
+    (stubs / "python").chmod(0o755)
+    history = ROOT / "figures" / "gpu" / "parallel" / "stage_seconds.json"
+    proc, _ = _run(tmp_path, JOBS="5", TRAIN_JOBS="3", HISTORY=str(history),
+                   PATH=os.pathsep.join([str(stubs), str(tmp_path / "bin"), os.environ["PATH"]]))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "python -m uvlm.parallel_repro --jobs 5 --limit train=3: exit 0" in proc.stdout
+    seeded = tmp_path / "copy" / "notebooks" / "executed" / "logs" / "stage_seconds.json"
+    assert seeded.read_text() == history.read_text()
+    other = tmp_path / "again"
+    other.mkdir()
+    proc, _ = _run(other, TRAIN_JOBS="3")
+    assert proc.returncode == 2 and "TRAIN_JOBS needs JOBS > 1" in proc.stdout

@@ -1,6 +1,7 @@
 """uvlm.parallel_repro: the scheduler (with stand-in stages) and a whole toy DVC pipeline."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from uvlm.errors import ConfigError
-from uvlm.parallel_repro import schedule, stage_graph
+from uvlm.parallel_repro import parse_limits, schedule, stage_graph
 
 
 class FakeStage:
@@ -26,15 +27,15 @@ class FakeStage:
         return self.rc
 
 
-def _run(order, needs, jobs, fail=()):
+def _run(order, needs, jobs, fail=(), **kw):
     """Every stage takes one poll; returns the exit codes and the stages in the order they started."""
     started = []
 
-    def start(name):
+    def start(name, side_by_side):
         started.append(name)
         return FakeStage(name, 1, 1 if name in fail else 0)
 
-    return schedule(order, needs, jobs, start, log=lambda m: None, poll_s=0), started
+    return schedule(order, needs, jobs, start, log=lambda m: None, poll_s=0, **kw), started
 
 
 DIAMOND = (["data", "train@a", "train@b", "eval@a", "eval@b", "results"],
@@ -57,7 +58,7 @@ def test_independent_stages_overlap_up_to_jobs():
     needs = {n: set() for n in order}
     running, peak = set(), 0
 
-    def start(name):
+    def start(name, side_by_side):
         nonlocal peak
         running.add(name)
         peak = max(peak, len(running))
@@ -91,7 +92,62 @@ def test_a_failed_stage_stops_new_starts_and_its_dependents():
 @pytest.mark.parametrize("jobs", [0, -1, 1.5])
 def test_jobs_must_be_a_positive_integer(jobs):
     with pytest.raises(ConfigError, match="jobs"):
-        schedule(["a"], {"a": set()}, jobs, lambda n: FakeStage(n, 0, 0))
+        schedule(["a"], {"a": set()}, jobs, lambda n, k: FakeStage(n, 0, 0))
+
+
+def test_ready_stages_start_by_priority_then_in_order():
+    order, needs = DIAMOND
+    _, started = _run(order, needs, jobs=1, priority={"train@b": 5.0, "train@a": 3.0})
+    assert started[:3] == ["data", "train@b", "train@a"]
+    _, started = _run(order, needs, jobs=1)
+    assert started[:3] == ["data", "train@a", "train@b"]
+
+
+def test_a_group_limit_leaves_room_for_other_stages():
+    order = ["train@a", "train@b", "train@c", "eval@x", "eval@y"]
+    needs = {n: set() for n in order}
+    running, peaks = set(), {"train": 0, "all": 0}
+
+    def start(name, side_by_side):
+        running.add(name)
+        peaks["train"] = max(peaks["train"], sum(n.startswith("train") for n in running))
+        peaks["all"] = max(peaks["all"], len(running))
+        stage = FakeStage(name, 2, 0)
+        poll = stage.poll
+
+        def tracked():
+            rc = poll()
+            if rc is not None:
+                running.discard(name)
+            return rc
+        stage.poll = tracked
+        return stage
+
+    done = schedule(order, needs, 4, start, log=lambda m: None, poll_s=0, limits={"train": 2})
+    assert done == {n: 0 for n in order}
+    assert peaks == {"train": 2, "all": 4}
+
+
+def test_each_stage_hears_how_many_run_beside_it_and_reports_its_time():
+    order, needs = DIAMOND
+    sides, ends = {}, {}
+
+    def start(name, side_by_side):
+        sides[name] = side_by_side
+        return FakeStage(name, 1, 0)
+
+    schedule(order, needs, 3, start, log=lambda m: None, poll_s=0,
+             finished=lambda n, rc, s: ends.__setitem__(n, (rc, s)))
+    assert sides["data"] == 1 and sides["train@a"] == sides["train@b"] == 2 and sides["results"] == 1
+    assert set(ends) == set(order) and all(rc == 0 and s >= 0 for rc, s in ends.values())
+
+
+def test_limits_are_checked_against_the_pipeline_groups():
+    order, _ = DIAMOND
+    assert parse_limits(["train=3", "eval=1"], order) == {"train": 3, "eval": 1}
+    for bad in ("train", "train=0", "train=x", "nosuch=2"):
+        with pytest.raises(ConfigError, match="limit"):
+            parse_limits([bad], order)
 
 
 TOY = """stages:
@@ -154,14 +210,23 @@ def test_the_whole_toy_pipeline_matches_dvc_repro(toy_repo):
     assert "Data and pipelines are up to date" in run.stdout
     assert (toy_repo / "out" / "final.txt").read_text() == "v1\na\nv1\nb\nv1\nc\n"
     assert sorted(p.name for p in (toy_repo / "logs").iterdir()) == [
-        "base.log", "final.log", "train@a.log", "train@b.log", "train@c.log"]
+        "base.log", "final.log", "stage_seconds.json", "train@a.log", "train@b.log", "train@c.log"]
     status = subprocess.run(["dvc", "status"], cwd=toy_repo, capture_output=True, text=True)
     assert "up to date" in status.stdout
+    history = json.loads((toy_repo / "logs" / "stage_seconds.json").read_text())
+    assert sorted(history) == ["base", "final", "train@a", "train@b", "train@c"]
+    # A second run finds every stage up to date: skipped stages teach it no durations.
+    (toy_repo / "logs" / "stage_seconds.json").write_text(json.dumps({"base": 99.0}))
+    again = subprocess.run([sys.executable, "-m", "uvlm.parallel_repro", "--jobs", "2", "--limit", "train=1",
+                            "--log-dir", "logs"], cwd=toy_repo, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "at most 1 train" in again.stdout
+    assert json.loads((toy_repo / "logs" / "stage_seconds.json").read_text()) == {"base": 99.0}
 
 
 def test_cli_names_bad_jobs_and_unknown_stages(toy_repo):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for args, key in ((["--jobs", "0"], "jobs"), (["nosuch"], "targets")):
+    for args, key in ((["--jobs", "0"], "jobs"), (["nosuch"], "targets"), (["--limit", "nosuch=2"], "limit")):
         run = subprocess.run([sys.executable, "-m", "uvlm.parallel_repro", *args], cwd=toy_repo, env=env,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 2

@@ -12,7 +12,11 @@
 # KEEP_RUNS="u_base g_base ug_base" keeps only those runs of params.yaml's grid (before the
 # step-matched ones are added), e.g. for the control alone.
 # JOBS=3 runs independent stages side by side (python -m uvlm.parallel_repro --jobs 3; each
-# stage's output then goes to notebooks/executed/logs/); COMPILE=1 sets train.compile: true.
+# stage's output then goes to notebooks/executed/logs/); TRAIN_JOBS=3 with a larger JOBS caps the
+# train stages at 3 while evaluations fill the other places (--limit train=3). Ready stages start
+# longest critical path first, from the durations in notebooks/executed/logs/stage_seconds.json,
+# first copied from HISTORY (default: the parallel record's, figures/gpu/parallel/stage_seconds.json).
+# COMPILE=1 sets train.compile: true.
 # Writes $OUT/repro.log and $OUT/pipeline.tgz (params.yaml, figures, dvc.lock, executed notebooks,
 # run logs); `bash figures/gpu/record.sh $OUT/pipeline.tgz DEST LOGS...` lays out a record folder.
 set -u
@@ -48,11 +52,19 @@ fi
 JOBS=${JOBS:-1}
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS='$JOBS': expected an integer >= 1"; exit 2; }
 if [ "$JOBS" = 1 ]; then REPRO=(dvc repro); else REPRO=(python -m uvlm.parallel_repro --jobs "$JOBS"); fi
+if [ -n "${TRAIN_JOBS:-}" ]; then
+  [ "$JOBS" != 1 ] || { echo "TRAIN_JOBS needs JOBS > 1"; exit 2; }
+  REPRO+=(--limit "train=$TRAIN_JOBS")
+fi
 git rev-parse --git-dir >/dev/null 2>&1 || dvc config --local core.no_scm true
 if [ -f "$STATE/dvc.lock" ]; then
   echo "resuming: restoring dvc.lock, figures and executed notebooks from $STATE"
   cp "$STATE/dvc.lock" dvc.lock
   cp -a "$STATE/figures/." figures/ && cp -a "$STATE/executed/." notebooks/executed/
+fi
+HISTORY=${HISTORY:-figures/gpu/parallel/stage_seconds.json}
+if [ "$JOBS" != 1 ] && [ -f "$HISTORY" ] && [ ! -f notebooks/executed/logs/stage_seconds.json ]; then
+  mkdir -p notebooks/executed/logs && cp "$HISTORY" notebooks/executed/logs/stage_seconds.json
 fi
 export PYTHONUNBUFFERED=1
 t0=$EPOCHSECONDS
