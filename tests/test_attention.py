@@ -242,3 +242,19 @@ def test_figures_are_written(tmp_path):
     for name in ("fig2.png", "fig3_all.png", "fig3_output.png", "evolution.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_attention_device_is_checked_and_auto_falls_back_to_cpu(tmp_path, monkeypatch):
+    import torch
+
+    from uvlm.attention_stage import _device
+    from uvlm.config import load_config
+    from uvlm.errors import ConfigError
+    from conftest import write_tiny_params
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _device(load_config(write_tiny_params(tmp_path, "attention:\n  device: auto\n"))) == "cpu"
+    with pytest.raises(ConfigError, match="attention.device"):
+        _device(load_config(write_tiny_params(tmp_path, "attention:\n  device: cuda\n")))
+    with pytest.raises(ConfigError, match="attention.device"):
+        load_config(write_tiny_params(tmp_path, "attention:\n  device: tpu\n"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import segments as S
+from .devices import resolve_device
 from .attention import asymmetry_ratio, image_share_evolution, profile_hf, profile_uvlm, verdict
 from .data import load_split
 from .run_setup import load_trained, run_dir, run_plans, tasks_of, vocab_for
@@ -41,13 +42,17 @@ def profile_model(model, batches, plans=None, hf: bool = False) -> dict:
     return out
 
 
+def _device(cfg) -> str:
+    return resolve_device(cfg.attention.device, "attention.device")
+
+
 def profile_run(cfg, run: str, seed: int, n_samples: int) -> dict:
     """Profile the final checkpoint of a run, on its own plan per task."""
     vocab, tok = vocab_for(cfg)
     batches = profiling_batches(cfg, tok, vocab, n_samples)
     spec = cfg.run(run)
     plans = run_plans(cfg, spec)
-    model = load_trained(cfg, run, seed, "final")
+    model = load_trained(cfg, run, seed, "final").to(_device(cfg))
     # An isolated run is profiled on its own task only.
     batches = {t: b for t, b in batches.items() if t in tasks_of(spec)}
     return profile_model(model, batches, plans)
@@ -62,6 +67,7 @@ def profile_local_hf(cfg, path: str, n_samples: int) -> dict:
     from transformers import AutoModelForCausalLM
     vocab, tok = vocab_for(cfg)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="eager")
+    model = model.to(_device(cfg))
     return profile_model(model, profiling_batches(cfg, tok, vocab, n_samples), hf=True)
 
 
@@ -75,10 +81,10 @@ def snapshot_evolution(cfg, run: str, seed: int, n_samples: int) -> dict:
     steps = sorted(int(p.name[4:]) for p in snap_dir.glob("step*")) if snap_dir.exists() else []
     per_task = {t: [] for t in batches}
     for step in steps:
-        model = load_trained(cfg, run, seed, f"snapshots/step{step:06d}")
+        model = load_trained(cfg, run, seed, f"snapshots/step{step:06d}").to(_device(cfg))
         for t, prof in profile_model(model, batches, plans).items():
             per_task[t].append((step, prof))
-    final = profile_model(load_trained(cfg, run, seed, "final"), batches, plans)
+    final = profile_model(load_trained(cfg, run, seed, "final").to(_device(cfg)), batches, plans)
     total = _final_step(cfg, run, seed)
     for t, prof in final.items():
         per_task[t].append((total, prof))

@@ -83,6 +83,9 @@ class AttentionArgs:
     n_samples: int = field(default=64, metadata=rule(ge=1))
     run: str = "ug_base"            # a run of the grid, profiled at seed train.seeds[0]
     hf_model_path: Optional[str] = None  # or a local transformers decoder instead
+    # auto: the GPU when there is one. The profile is a few forward passes, but on the CPU of a
+    # GPU host at the gpu preset it took 70 s of a stage the pipeline waits on.
+    device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
 
 
 @dataclass
