@@ -194,9 +194,7 @@ def render_scene(scene: dict, cfg: WorldConfig) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-# Scenes per task when rendering in parallel: small enough that an 8000-scene split keeps 16
-# processes busy (chunks of 1000 used 8 of a GPU host's 16 cores, 10 s per chunk at 64 px).
-RENDER_CHUNK = 250
+RENDER_CHUNK = 1000  # scenes per task when rendering in parallel
 
 
 def render_scenes(scenes, cfg: WorldConfig, workers: int = 1) -> np.ndarray:
