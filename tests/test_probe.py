@@ -86,3 +86,17 @@ def test_probe_on_a_gpu_without_one_is_a_clear_error():
         pytest.skip("machine has CUDA")
     with pytest.raises(ConfigError, match="probe.device"):
         train_probe(WorldConfig(image_size=16), ProbeConfig(steps=1, n_train=8, n_eval=8, device="cuda"), 0)
+
+
+def test_probe_to_a_device_keeps_numpy_results_on_the_host(tiny_world):
+    from uvlm.config import load_config
+    from uvlm.io import load_npz
+    world_dir = load_config(tiny_world).paths.data / "world"
+    probe = load_probe(world_dir / "probe.safetensors")
+    images = load_npz(world_dir / "g_test.npz")["images"][:4]
+    before = probe.features(images)
+    assert probe.to("cpu") is probe
+    after = probe.features(images)
+    assert isinstance(after, np.ndarray) and np.array_equal(before, after)
+    cells = probe.predict_cells(images)
+    assert all(isinstance(v, np.ndarray) for v in cells.values())

@@ -281,8 +281,8 @@ def evaluate_g(model, plan, ctx: EvalContext, seed: int, timing: dict | None = N
     timing["g_sample_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors")
-    probe = load_probe(ctx.world_dir / "probe.safetensors")
+    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors").to(ctx.device)
+    probe = load_probe(ctx.world_dir / "probe.safetensors").to(ctx.device)
     real = load_npz(ctx.world_dir / "g_test.npz", stage="data")["images"][:n]
     generated, recon = vq.decode(gen_codes), vq.decode(codes)
     out["generation"] = generation_metrics(recs, generated, real, recon, probe)

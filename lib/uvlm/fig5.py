@@ -66,8 +66,8 @@ def inference_time_hmgen(cfg, run: str = "g_base", seed: int | None = None, ks=N
     n = min(n or cfg.eval.n_gen, len(recs))
     recs, codes = recs[:n], codes[:n]
     prompts, grid = [r["prompt"] for r in recs], codes.shape[1:]
-    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors")
-    probe = load_probe(ctx.world_dir / "probe.safetensors")
+    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors").to(ctx.device)
+    probe = load_probe(ctx.world_dir / "probe.safetensors").to(ctx.device)
     real = load_npz(ctx.world_dir / "g_test.npz", stage="data")["images"][:n]
     recon = vq.decode(codes)
 

@@ -147,14 +147,21 @@ class Probe:
             raise ValueError(f"probe expects images of shape (N, {n}, {n}, 3), got {images.shape}")
         return images
 
+    def to(self, device) -> "Probe":
+        """Score on ``device`` (inputs and results stay numpy on the host)."""
+        self.net.to(device)
+        return self
+
     def _run(self, images, fn):
         import torch
 
         images = self._check(images)
+        device = next(self.net.parameters()).device
         outs = []
         with torch.no_grad():
             for i in range(0, len(images), _INFER_BATCH):
-                outs.append(fn(_to_input(images[i:i + _INFER_BATCH])))
+                out = fn(_to_input(images[i:i + _INFER_BATCH]).to(device))
+                outs.append({k: v.cpu() for k, v in out.items()} if isinstance(out, dict) else out.cpu())
         return outs
 
     def features(self, images: np.ndarray) -> np.ndarray:

@@ -59,8 +59,8 @@ def score_g(model, plan, ctx, seed: int) -> dict:
     n = min(ctx.ecfg.n_gen, len(recs))
     recs, codes = recs[:n], codes[:n]
     gen_codes = E.sample_codes(model, plan, ctx, [r["prompt"] for r in recs], codes.shape[1:], seed)
-    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors")
-    probe = load_probe(ctx.world_dir / "probe.safetensors")
+    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors").to(ctx.device)
+    probe = load_probe(ctx.world_dir / "probe.safetensors").to(ctx.device)
     images = vq.decode(gen_codes)
     out = {}
     for sub, idx in S.subset_indices(recs).items():
