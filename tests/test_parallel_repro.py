@@ -27,6 +27,28 @@ class FakeStage:
         return self.rc
 
 
+class RunningSet:
+    """Starts FakeStages of ``ticks`` polls and keeps the set of those still running, calling
+    ``seen(running)`` after each start."""
+
+    def __init__(self, ticks, seen):
+        self.ticks, self.seen, self.running = ticks, seen, set()
+
+    def __call__(self, name, side_by_side):
+        self.running.add(name)
+        self.seen(self.running)
+        stage = FakeStage(name, self.ticks, 0)
+        poll = stage.poll
+
+        def tracked():
+            rc = poll()
+            if rc is not None:
+                self.running.discard(name)
+            return rc
+        stage.poll = tracked
+        return stage
+
+
 def _run(order, needs, jobs, fail=(), **kw):
     """Every stage takes one poll; returns the exit codes and the stages in the order they started."""
     started = []
@@ -56,29 +78,10 @@ def test_every_stage_runs_once_after_what_it_needs():
 def test_independent_stages_overlap_up_to_jobs():
     order = ["a", "b", "c", "d"]
     needs = {n: set() for n in order}
-    running, peak = set(), 0
-
-    def start(name, side_by_side):
-        nonlocal peak
-        running.add(name)
-        peak = max(peak, len(running))
-        stage = FakeStage(name, 3, 0)
-        poll = stage.poll
-
-        def tracked():
-            rc = poll()
-            if rc is not None:
-                running.discard(name)
-            return rc
-        stage.poll = tracked
-        return stage
-
-    schedule(order, needs, 3, start, log=lambda m: None, poll_s=0)
-    assert peak == 3
-    running.clear()
-    peak = 0
-    schedule(order, needs, 1, start, log=lambda m: None, poll_s=0)
-    assert peak == 1
+    for jobs in (3, 1):
+        peak = []
+        schedule(order, needs, jobs, RunningSet(3, lambda r: peak.append(len(r))), log=lambda m: None, poll_s=0)
+        assert max(peak) == jobs
 
 
 def test_a_failed_stage_stops_new_starts_and_its_dependents():
@@ -106,23 +109,13 @@ def test_ready_stages_start_by_priority_then_in_order():
 def test_a_group_limit_leaves_room_for_other_stages():
     order = ["train@a", "train@b", "train@c", "eval@x", "eval@y"]
     needs = {n: set() for n in order}
-    running, peaks = set(), {"train": 0, "all": 0}
+    peaks = {"train": 0, "all": 0}
 
-    def start(name, side_by_side):
-        running.add(name)
+    def seen(running):
         peaks["train"] = max(peaks["train"], sum(n.startswith("train") for n in running))
         peaks["all"] = max(peaks["all"], len(running))
-        stage = FakeStage(name, 2, 0)
-        poll = stage.poll
 
-        def tracked():
-            rc = poll()
-            if rc is not None:
-                running.discard(name)
-            return rc
-        stage.poll = tracked
-        return stage
-
+    start = RunningSet(2, seen)
     done = schedule(order, needs, 4, start, log=lambda m: None, poll_s=0, limits={"train": 2})
     assert done == {n: 0 for n in order}
     assert peaks == {"train": 2, "all": 4}
