@@ -201,6 +201,7 @@ def test_the_whole_toy_pipeline_matches_dvc_repro(toy_repo):
                          cwd=toy_repo, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Data and pipelines are up to date" in run.stdout
+    assert "5 of 5 stages done in" in run.stdout
     assert (toy_repo / "out" / "final.txt").read_text() == "v1\na\nv1\nb\nv1\nc\n"
     assert sorted(p.name for p in (toy_repo / "logs").iterdir()) == [
         "base.log", "final.log", "stage_seconds.json", "train@a.log", "train@b.log", "train@c.log"]

@@ -211,9 +211,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     capped = "".join(f", at most {n} {g}" for g, n in limits.items())
     print(f"{len(order)} stages, {a.jobs} at a time{capped}; longest critical path first "
           f"(durations: {history}); logs in {a.log_dir}/", flush=True)
+    t0 = time.monotonic()
     done = schedule(order, needs, a.jobs, runner, log=lambda m: print(m, flush=True),
                     priority=priority, limits=limits, finished=finished)
     bad = [n for n, rc in done.items() if rc != 0]
+    print(f"{len(done) - len(bad)} of {len(order)} stages done in {time.monotonic() - t0:.0f} s", flush=True)
     for name in bad:
         tail = runner.log_path(name).read_text(errors="replace").splitlines()[-30:]
         print(f"\n--- {name} failed; the end of {runner.log_path(name)}:\n" + "\n".join(tail), flush=True)
