@@ -80,11 +80,12 @@ def snapshot_evolution(cfg, run: str, seed: int, n_samples: int) -> dict:
     snap_dir = run_dir(cfg, run, seed) / "snapshots"
     steps = sorted(int(p.name[4:]) for p in snap_dir.glob("step*")) if snap_dir.exists() else []
     per_task = {t: [] for t in batches}
+    device = _device(cfg)
     for step in steps:
-        model = load_trained(cfg, run, seed, f"snapshots/step{step:06d}").to(_device(cfg))
+        model = load_trained(cfg, run, seed, f"snapshots/step{step:06d}").to(device)
         for t, prof in profile_model(model, batches, plans).items():
             per_task[t].append((step, prof))
-    final = profile_model(load_trained(cfg, run, seed, "final").to(_device(cfg)), batches, plans)
+    final = profile_model(load_trained(cfg, run, seed, "final").to(device), batches, plans)
     total = _final_step(cfg, run, seed)
     for t, prof in final.items():
         per_task[t].append((total, prof))

@@ -72,6 +72,15 @@ class EvalContext:
             self._cache[name] = (records[:cap], codes[:cap])
         return self._cache[name]
 
+    def scorers(self):
+        """(VQ decoder, attribute probe) on the evaluation device, loaded once per context."""
+        if "scorers" not in self._cache:
+            from .probe import load_probe
+            from .vq import load_vq
+            self._cache["scorers"] = (load_vq(self.tokenizer_dir / "vq.safetensors").to(self.device),
+                                      load_probe(self.world_dir / "probe.safetensors").to(self.device))
+        return self._cache["scorers"]
+
     def token_id(self, word: str) -> int:
         ids = _text_ids(self.tokenizer, word)
         if len(ids) != 1:
@@ -266,8 +275,6 @@ def generation_metrics(recs, generated, real, recon, probe) -> dict:
 
 def evaluate_g(model, plan, ctx: EvalContext, seed: int, timing: dict | None = None):
     """G metrics for one model under one layer plan -> (metrics, sample dict for figures)."""
-    from .probe import load_probe
-    from .vq import load_vq
     timing = {} if timing is None else timing
     t0 = time.perf_counter()
     out = {"nll": g_nll(model, plan, ctx)}
@@ -281,8 +288,7 @@ def evaluate_g(model, plan, ctx: EvalContext, seed: int, timing: dict | None = N
     timing["g_sample_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors").to(ctx.device)
-    probe = load_probe(ctx.world_dir / "probe.safetensors").to(ctx.device)
+    vq, probe = ctx.scorers()
     real = load_npz(ctx.world_dir / "g_test.npz", stage="data")["images"][:n]
     generated, recon = vq.decode(gen_codes), vq.decode(codes)
     out["generation"] = generation_metrics(recs, generated, real, recon, probe)

@@ -42,9 +42,7 @@ def inference_time_hmgen(cfg, run: str = "g_base", seed: int | None = None, ks=N
     from .threads import cpu_threads
     from .io import load_npz, write_json
     from .model import UVLM
-    from .probe import load_probe
     from .run_setup import run_dir
-    from .vq import load_vq
 
     seed = cfg.train.seeds[0] if seed is None else seed
     ks = hmgen_ks(cfg) if ks is None else list(ks)
@@ -66,8 +64,7 @@ def inference_time_hmgen(cfg, run: str = "g_base", seed: int | None = None, ks=N
     n = min(n or cfg.eval.n_gen, len(recs))
     recs, codes = recs[:n], codes[:n]
     prompts, grid = [r["prompt"] for r in recs], codes.shape[1:]
-    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors").to(ctx.device)
-    probe = load_probe(ctx.world_dir / "probe.safetensors").to(ctx.device)
+    vq, probe = ctx.scorers()
     real = load_npz(ctx.world_dir / "g_test.npz", stage="data")["images"][:n]
     recon = vq.decode(codes)
 

@@ -51,16 +51,14 @@ def score_u(model, plan, ctx) -> dict:
 
 
 def score_g(model, plan, ctx, seed: int) -> dict:
-    from .probe import load_probe, prompt_attribute_report
-    from .vq import load_vq
+    from .probe import prompt_attribute_report
 
     nll = E.g_nll(model, plan, ctx)
     recs, codes = ctx.split("g_test")
     n = min(ctx.ecfg.n_gen, len(recs))
     recs, codes = recs[:n], codes[:n]
     gen_codes = E.sample_codes(model, plan, ctx, [r["prompt"] for r in recs], codes.shape[1:], seed)
-    vq = load_vq(ctx.tokenizer_dir / "vq.safetensors").to(ctx.device)
-    probe = load_probe(ctx.world_dir / "probe.safetensors").to(ctx.device)
+    vq, probe = ctx.scorers()
     images = vq.decode(gen_codes)
     out = {}
     for sub, idx in S.subset_indices(recs).items():
