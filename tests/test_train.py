@@ -253,3 +253,46 @@ def test_epochs_factor_trains_a_run_for_that_many_more_steps(tiny_world, tmp_pat
     base = train_run(cfg, "u_base", 0, out_dir=tmp_path / "base", progress=False)
     longer = train_run(cfg, "u_long", 0, out_dir=tmp_path / "long", progress=False)
     assert longer["steps"] == 2 * base["steps"]
+
+
+def test_ready_file_appears_once_every_task_has_stepped(tiny_world, tmp_path):
+    cfg = load_config(tiny_world)
+    ready = tmp_path / "seed0.compiled"
+    # The unified run alternates tasks: one step has run one task only.
+    train_run(cfg, "ug_base", 0, out_dir=tmp_path / "r", stop_after=1, progress=False, ready_file=ready)
+    assert not ready.exists()
+    train_run(cfg, "ug_base", 0, out_dir=tmp_path / "r", stop_after=6, progress=False, ready_file=ready)
+    assert ready.exists()
+
+
+def _stamp_commands(tmp_path, first_touches_ready: bool) -> dict:
+    """Two commands that write when they started; the first creates its --ready-file (if asked)
+    and then keeps running for a while."""
+    import sys
+    first = ("import sys, time, pathlib; d = pathlib.Path(sys.argv[1]); "
+             "(d / 'first').write_text(str(time.time())); time.sleep(0.6); "
+             + ("pathlib.Path(sys.argv[sys.argv.index('--ready-file') + 1]).touch(); "
+                "(d / 'ready').write_text(str(time.time())); " if first_touches_ready else "")
+             + "time.sleep(0.6)")
+    second = "import sys, time, pathlib; (pathlib.Path(sys.argv[1]) / 'second').write_text(str(time.time()))"
+    return {"seed0": [sys.executable, "-c", first, str(tmp_path)],
+            "seed1": [sys.executable, "-c", second, str(tmp_path)]}
+
+
+@pytest.mark.parametrize("first_touches_ready", [True, False])
+def test_staggered_seeds_start_once_the_first_has_compiled_or_stopped(tmp_path, first_touches_ready):
+    from uvlm.process_pool import run_processes
+    from uvlm.train import _after_first_compiles
+
+    commands = _stamp_commands(tmp_path, first_touches_ready)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "seed0.compiled").touch()  # left by an interrupted call: must not count
+    fits, ready = _after_first_compiles(commands, tmp_path / "logs")
+    assert commands["seed0"][-2:] == ["--ready-file", str(ready)] and "--ready-file" not in commands["seed1"]
+    result = run_processes(commands, 2, tmp_path / "logs", fits=fits, progress=False, poll_s=0.05)
+    assert sorted(result["done"]) == ["seed0", "seed1"]
+    second = float((tmp_path / "second").read_text())
+    if first_touches_ready:  # started after the first's graphs were ready, while it still ran
+        assert float((tmp_path / "ready").read_text()) <= second
+    else:  # a first seed that never gets there (finished already, or failed) holds nobody back
+        assert second >= float((tmp_path / "first").read_text()) + 1.2

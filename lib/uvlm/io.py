@@ -63,10 +63,11 @@ def read_json(path, stage: str | None = None):
     return json.loads(path.read_text())
 
 
-def save_npz(path, **arrays) -> None:
-    """``np.savez`` atomically. Load with :func:`load_npz` (allow_pickle=False)."""
+def save_npz(path, compress: bool = True, **arrays) -> None:
+    """``np.savez_compressed`` (or ``np.savez``) atomically. Load with :func:`load_npz`
+    (allow_pickle=False)."""
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
 
 
 def load_npz(path, stage: str | None = None) -> dict:
