@@ -67,3 +67,16 @@ def test_missing_tokenizer_names_stage(tmp_path):
     with pytest.raises(MissingInputError) as e:
         load_text_tokenizer(tmp_path / "nothing")
     assert e.value.stage == "data"
+
+
+def test_loading_does_not_import_the_auto_classes(tmp_path):
+    # Every train and eval process loads the tokenizer; the auto classes' imports cost seconds.
+    import subprocess
+    import sys
+
+    save_text_tokenizer(build_text_tokenizer(WorldConfig()), tmp_path / "tok")
+    code = ("import sys; from uvlm.text_tokenizer import load_text_tokenizer; "
+            f"tok = load_text_tokenizer({str(tmp_path / 'tok')!r}); "
+            "print(len(tok), 'transformers.models.auto.auto_factory' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 6 and out[1] == "False"

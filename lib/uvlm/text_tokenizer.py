@@ -7,8 +7,8 @@ have fixed ids shared by the whole project (CONTRACT.md)::
 
     <pad>=0 <bos>=1 <eos>=2 <boi>=3 <eoi>=4 <unk>=5
 
-It is saved as a ``PreTrainedTokenizerFast`` so ``AutoTokenizer.from_pretrained``
-loads it offline. It adds no special tokens by itself: sequence assembly
+It is saved as a ``PreTrainedTokenizerFast``, so ``AutoTokenizer.from_pretrained`` loads it
+offline too. It adds no special tokens by itself: sequence assembly
 (``data.py``) places <bos>/<boi>/<eoi>/<eos> explicitly.
 """
 from __future__ import annotations
@@ -74,12 +74,15 @@ save = save_text_tokenizer
 
 def load_text_tokenizer(directory):
     """Load the tokenizer saved by stage ``data``; names the stage if it is missing."""
-    from transformers import AutoTokenizer
+    # The class itself, not AutoTokenizer: importing the auto classes pulls in transformers'
+    # generation and distributed code (and scikit-learn where it is installed), which took
+    # 8 of the 11 s of every train and eval process's set-up on the gpu preset's host.
+    from transformers import PreTrainedTokenizerFast
 
     directory = Path(directory)
     if not (directory / "tokenizer.json").exists():
         raise MissingInputError(directory, "data")
-    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    tok = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
     _check_ids(tok)
     return tok
 
