@@ -180,17 +180,16 @@ def validation_loss(model, split, plan, batch_size: int, n_batches: int, acceler
 
 
 def train_run(cfg, run_name: str, seed: int, out_dir=None, stop_after: int | None = None,
-              progress: bool = True, ready_file=None) -> dict:
+              progress: bool = True) -> dict:
     """Train one run at one seed; resume from ``out_dir/last`` if it exists.
 
     ``stop_after`` ends the loop after that many steps (as if the process were
-    killed right after a checkpoint); the next call resumes. ``ready_file`` is created once
-    every task of the run has taken a step, i.e. once its compiled graphs are built.
+    killed right after a checkpoint); the next call resumes.
     """
     from .threads import cores_per_process, cpu_threads
 
     with cpu_threads(cfg.train.threads or cores_per_process()):
-        return _train_run(cfg, run_name, seed, out_dir, stop_after, progress, ready_file)
+        return _train_run(cfg, run_name, seed, out_dir, stop_after, progress)
 
 
 def launch_run(cfg, run_name: str, seed: int) -> dict:
@@ -214,7 +213,7 @@ def launch_run(cfg, run_name: str, seed: int) -> dict:
 
 
 def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress: bool = True,
-                 sets: tuple[str, ...] = (), stagger: bool | None = None) -> list[dict]:
+                 sets: tuple[str, ...] = ()) -> list[dict]:
     """Train ``run_name`` at every seed of ``train.seeds``; return their summaries in that order.
 
     With ``train.parallel_seeds`` > 1 (and one process per run), that many seeds train at once,
@@ -222,10 +221,6 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     overrides ``sets``, so ``cfg`` must be that file's config with those overrides; their logs
     go to ``<run dir>/logs``. Otherwise the seeds train one after another through
     :func:`launch_run`. Either way a finished seed is reused and a cut one resumes.
-
-    ``stagger`` (default: ``train.compile``): side by side, the other seeds start only once the
-    first has compiled its graphs (or has stopped), so they load them from the compile cache
-    instead of compiling the same graphs at the same time (:func:`_after_first_compiles`).
     """
     tc = cfg.train
     k = min(tc.parallel_seeds, len(tc.seeds))
@@ -243,41 +238,13 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
                                 *[a for kv in sets for a in ("--set", kv)],
                                 "--set", f"train.threads={threads}"] for seed in tc.seeds}
     logs = run_dir(cfg, run_name, tc.seeds[0]).parent / "logs"
-    fits = None
-    if tc.compile if stagger is None else stagger:
-        fits, ready = _after_first_compiles(commands, logs)
-    try:
-        result = run_processes(commands, k, logs, fits=fits, progress=progress,
-                               desc=f"{run_name}: {len(commands)} seeds, {k} at once")
-    finally:
-        if fits is not None:
-            ready.unlink(missing_ok=True)
+    result = run_processes(commands, k, logs, progress=progress, desc=f"{run_name}: {len(commands)} seeds, {k} at once")
     raise_failures(result, f"seeds of {run_name}")
     return [read_json(run_dir(cfg, run_name, seed) / "train_summary.json", stage=f"train@{run_name}")
             for seed in tc.seeds]
 
 
-def _after_first_compiles(commands: dict, log_dir: Path):
-    """A ``fits`` rule for :func:`uvlm.process_pool.run_processes` that holds every command but
-    the first back until the first's ``--ready-file`` exists or the first has stopped.
-
-    Why: seeds of one run compile identical graphs. Started together, each compiles them from
-    scratch, and on the gpu preset three runs' nine processes compiling at once left the GPU idle
-    for over a minute; started after the first, the others find the graphs in torch.compile's
-    on-disk cache. Returns (fits, the ready file) and adds the flag to the first command.
-    """
-    first = next(iter(commands))
-    ready = Path(log_dir) / f"{first}.compiled"
-    ready.parent.mkdir(parents=True, exist_ok=True)
-    ready.unlink(missing_ok=True)  # a file left by an earlier, interrupted call
-    commands[first] = [*commands[first], "--ready-file", str(ready)]
-
-    def fits(key: str, running: list[str]) -> bool:
-        return key == first or first not in running or ready.exists()
-    return fits, ready
-
-
-def _train_run(cfg, run_name, seed, out_dir, stop_after, progress, ready_file=None) -> dict:
+def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm
@@ -384,8 +351,6 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress, ready_file=No
         key = (task, tuple(ids.shape))
         if key not in flops_cache:
             flops_cache[key] = batch_flops(raw.config, plans[task], batch, world)
-            if ready_file is not None and {k[0] for k in flops_cache} == set(data):
-                Path(ready_file).touch()  # every task's graphs are built (and cached, if compiled)
         done = step + 1
         rows.add({"step": done, "task": task, "lr": f"{lr:.3e}", "tokens": ids.numel() * world,
                   "flops_per_step": f"{flops_cache[key]:.4e}"}, acc.reduce(loss_sum, "sum"))

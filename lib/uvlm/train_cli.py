@@ -69,8 +69,6 @@ def main(argv=None) -> int:
                                                 "an existing checkpoint there is resumed")
     ap.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ap.add_argument("--ready-file", default=None, help="a file to create once every task of the run has "
-                                                       "taken a step (its graphs are compiled)")
     a = ap.parse_args(argv)
 
     from .config import load_config
@@ -81,8 +79,7 @@ def main(argv=None) -> int:
         if seed < 0:
             raise ConfigError("--seed", seed, "a non-negative integer")
         from .train import train_run
-        summary = train_run(cfg, a.run, seed, out_dir=a.out, stop_after=a.stop_after, progress=not a.no_progress,
-                            ready_file=a.ready_file)
+        summary = train_run(cfg, a.run, seed, out_dir=a.out, stop_after=a.stop_after, progress=not a.no_progress)
     except (UVLMError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
