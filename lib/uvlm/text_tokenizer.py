@@ -74,9 +74,10 @@ save = save_text_tokenizer
 
 def load_text_tokenizer(directory):
     """Load the tokenizer saved by stage ``data``; names the stage if it is missing."""
-    # The class itself, not AutoTokenizer: importing the auto classes pulls in transformers'
-    # generation and distributed code (and scikit-learn where it is installed), which took
-    # 8 of the 11 s of every train and eval process's set-up on the gpu preset's host.
+    # The class itself, not AutoTokenizer: the auto classes' imports pull in transformers'
+    # generation and distributed code (and scikit-learn where it is installed). Every train and
+    # eval process and `results` load this tokenizer; in a fresh process on the gpu preset's H100
+    # host that took 8.6-9.6 s against 1.6-2.3 s (figures/bench/host-costs-nvidia-h100.txt).
     from transformers import PreTrainedTokenizerFast
 
     directory = Path(directory)
