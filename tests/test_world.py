@@ -1,6 +1,7 @@
 """The scene world: determinism, split semantics, rendering and config errors."""
 import hashlib
 import json
+import zipfile
 from collections import Counter
 
 import numpy as np
@@ -194,6 +195,8 @@ def test_build_world_writes_every_output(tmp_path):
         assert images.shape == (len(records), 16, 16, 3) and images.dtype == np.uint8
         assert summary["splits"][name]["n"] == len(records) > 0
         assert np.array_equal(images[0], render_scene(records[0]["scene"], cfg))
+        with zipfile.ZipFile(tmp_path / f"{name}.npz") as z:  # stored, not deflated: see _write_split
+            assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
     assert set(load_records(tmp_path, "u_test")[0]) == {"scene", "instruction", "answer",
                                                           "family", "transfer"}
     assert set(load_records(tmp_path, "g_test")[0]) == {"scene", "prompt", "transfer"}
