@@ -148,6 +148,12 @@ def test_bad_input_is_named():
     with pytest.raises(ConfigError, match=r"bench\.compare"):
         bench.run_benchmark(compare="everything", write=False, **TINY)
     assert bench.main(["--preset", "tiny", "--plans", "nope"]) == 2  # a message, no traceback
+    with pytest.raises(ConfigError, match=r"bench\.cuda_graphs.*off a GPU"):
+        bench.settings_of(bench.BenchConfig(compile=True, cuda_graphs=True), "cpu", [])
+    with pytest.raises(ConfigError, match=r"bench\.cuda_graphs.*--compile"):
+        bench.settings_of(bench.BenchConfig(compare="cuda_graphs"), "cuda", [])
+    graphs = bench.settings_of(bench.BenchConfig(compile=True, compare="cuda_graphs"), "cuda", [])
+    assert [s.cuda_graphs for s in graphs] == [False, True] and all(s.compile for s in graphs)
 
 
 def test_out_of_memory_becomes_a_clear_error(monkeypatch):

@@ -142,6 +142,34 @@ def test_compiled_training_runs_and_tracks_eager(tiny_world, tmp_path):
         assert abs(a - b) < 1e-3 * max(1.0, abs(a)), (a, b)
 
 
+def test_cuda_graphs_need_compile_and_are_skipped_on_cpu(tiny_world):
+    from uvlm.train import cuda_graphs_on
+    with pytest.raises(ConfigError, match=r"train\.cuda_graphs.*train\.compile: true"):
+        load_config(tiny_world, {"train": {"cuda_graphs": True}})
+    cfg = load_config(tiny_world, {"train": {"compile": True, "cuda_graphs": True}})
+    with pytest.warns(UserWarning, match="CUDA graphs need a GPU"):
+        assert cuda_graphs_on(cfg.train, "cpu") is False
+    assert cuda_graphs_on(cfg.train, "cuda") is True
+    assert cuda_graphs_on(load_config(tiny_world).train, "cuda") is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_graph_training_tracks_compiled_training(tiny_world, tmp_path):
+    """Replayed graphs compute the compiled step: same losses, every plan of a unified run."""
+    import csv
+    import torch._dynamo
+    torch._dynamo.reset()
+    for graphs in (False, True):
+        cfg = load_config(tiny_world, {"train": {"compile": True, "cuda_graphs": graphs, "device": "cuda",
+                                                 "precision": "fp32"}})
+        train_run(cfg, "ug_partial", 0, out_dir=tmp_path / f"g{graphs}", progress=False)
+    losses = {g: [float(r["loss"]) for r in csv.DictReader((tmp_path / f"g{g}" / "train_log.csv").open())]
+              for g in (False, True)}
+    assert len(losses[True]) == len(losses[False]) > 2
+    for a, b in zip(losses[False], losses[True]):
+        assert abs(a - b) < 1e-3 * max(1.0, abs(a)), (a, b)
+
+
 def test_static_target_budget_leaves_the_summed_loss_unchanged():
     from uvlm.model import UVLM, UVLMConfig
     from uvlm.train import static_target_budget

@@ -59,6 +59,7 @@ from .schema import build, rule
 FORMAT = "uvlm.bench/1"
 KNOBS = {  # compare=KNOB: the values it runs; the first is the reference ("without the choice")
     "compile": (False, True),
+    "cuda_graphs": (False, True),  # with compile: torch.compile's "reduce-overhead" mode
     "precision": ("fp32", "bf16"),
     "optimizer": ("loop", "foreach", "fused"),
     "sdpa": ("math", "auto"),
@@ -97,6 +98,7 @@ class BenchConfig:
     chunk: int = field(default=1, metadata=rule(ge=1))
     warmup: int = field(default=3, metadata=rule(ge=0))  # untimed steps per variant, first
     compile: bool = False
+    cuda_graphs: bool = False  # with compile, on a GPU: CUDA graphs (mode "reduce-overhead")
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
     optimizer: str = field(default="auto", metadata=rule(choices=("auto", "loop", "foreach", "fused")))
     sdpa: str = field(default="auto", metadata=rule(choices=("auto", "math", "flash", "efficient", "cudnn")))
@@ -121,6 +123,7 @@ class Setting:
     optimizer: str
     sdpa: str
     himix: str = "mask"
+    cuda_graphs: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +259,10 @@ class Variant:
 
     def train_step(self, device: str) -> None:
         for (batch, plan), sizes in zip(self.parts, self.sizes):
+            if self.setting.cuda_graphs:
+                # The last step's graph outputs are dead: each variant's graphs stay roots of
+                # the CUDA graph tree and replay in any order of variants, never re-record.
+                torch.compiler.cudagraph_mark_step_begin()
             amp, sdpa, himix = self._contexts(device)
             with amp, sdpa, himix:
                 out = self.step_fn(batch.input_ids, labels=batch.labels, plan=plan, loss_reduction="sum_per_sample",
@@ -359,8 +366,13 @@ def settings_of(opts: BenchConfig, device: str, notes: list) -> list[Setting]:
     if opts.himix == "flex" and device != "cuda":
         # FlexAttention has no CPU backward: training steps would time the mask kernel under its name.
         raise ConfigError("bench.himix", "flex", "'mask' or 'split' off a GPU (FlexAttention has no CPU backward)")
+    if (opts.cuda_graphs or opts.compare == "cuda_graphs") and device != "cuda":
+        raise ConfigError("bench.cuda_graphs", True, "false off a GPU (CUDA graphs need CUDA)")
+    if (opts.cuda_graphs or opts.compare == "cuda_graphs") and not opts.compile:
+        raise ConfigError("bench.cuda_graphs", True, "false, or true together with --compile (the graphs are "
+                                                      "torch.compile's)")
     base = Setting(opts.compile, resolve_precision(opts.precision, device, notes), opts.optimizer, opts.sdpa,
-                   opts.himix)
+                   opts.himix, opts.cuda_graphs)
     if opts.compare is None:
         return [base]
     values = list(KNOBS[opts.compare]) + (list(GPU_SDPA) if opts.compare == "sdpa" and device == "cuda" else [])
@@ -395,7 +407,8 @@ def build_variants(cfg, opts: BenchConfig, device, runs, names, settings, vocab,
                 # Static shapes: each variant's shapes are fixed, and the automatic dynamic
                 # shapes that the shared layer frames would otherwise get crash the compiled
                 # backward on CPU (torch 2.13: a stride assertion after the third new length).
-                v.step_fn = torch.compile(model, dynamic=False)
+                v.step_fn = torch.compile(model, dynamic=False,
+                                          mode="reduce-overhead" if setting.cuda_graphs else None)
             variants.append(v)
     return variants
 
@@ -634,7 +647,9 @@ def _int_list(text: str, key: str) -> list[int]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m uvlm.bench", description=__doc__.split("\n")[0])
     helps = {"params_path": "a params.yaml: its model dims and run grid", "steps": "timed steps per variant",
-             "compile": "torch.compile every model", "compare": f"run every plan under each value of: {list(KNOBS)}",
+             "compile": "torch.compile every model",
+             "cuda_graphs": "with --compile on a GPU: CUDA graphs (torch.compile mode reduce-overhead)",
+             "compare": f"run every plan under each value of: {list(KNOBS)}",
              "plans": "comma-separated run names (default: the whole grid)", "threads": "CPU threads (0: torch's)",
              "sets": "override one config key, e.g. model.d_model=768 (repeatable)",
              "hmgen_ks": "comma-separated K values: one extra HMGen G plan each",

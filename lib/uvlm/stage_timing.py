@@ -25,7 +25,8 @@ from pathlib import Path
 from .errors import ConfigError, MissingInputError, UVLMError
 from .io import write_json, write_text
 
-SETTINGS = {"eager": ("train.compile=false",), "compile": ("train.compile=true",)}
+SETTINGS = {"eager": ("train.compile=false",), "compile": ("train.compile=true", "train.cuda_graphs=false"),
+            "graphs": ("train.compile=true", "train.cuda_graphs=true")}
 FIELDS = ("run", "setting", "repeat", "seed", "stage_s", "setup_s", "first_step_s", "train_time_s",
           "mean_step_ms", "best_val")
 

@@ -44,6 +44,17 @@ def resolve_device(train_cfg) -> tuple[str, str]:
     return device, precision
 
 
+def cuda_graphs_on(tc, device: str) -> bool:
+    """Whether training replays CUDA graphs: train.cuda_graphs (which validation ties to
+    train.compile) on a GPU."""
+    if not tc.cuda_graphs:
+        return False
+    if device != "cuda":
+        warnings.warn("train.cuda_graphs=true on CPU: CUDA graphs need a GPU, training runs without them")
+        return False
+    return True
+
+
 def lr_at(step: int, total: int, tc) -> float:
     """Linear warmup then cosine decay to ``min_lr_ratio * lr``."""
     if step < tc.warmup_steps:
@@ -66,7 +77,7 @@ def run_settings(cfg, run_name: str, seed: int) -> dict:
     tc = dataclasses.asdict(cfg.train)
     # These change how, not what, the run computes; grad_accum among them so that a run
     # stopped by an out-of-memory error resumes with more accumulation.
-    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "val_batches", "threads", "log_every",
+    for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "cuda_graphs", "val_batches", "threads", "log_every",
                      "grad_accum", "num_processes", "parallel_seeds"):
         tc.pop(volatile)
     return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
@@ -285,12 +296,13 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         acc.print(f"[{run_name}/seed{seed}] resuming at step {start}/{total}")
 
     model, opt = acc.prepare(model, opt)
+    graphs = cuda_graphs_on(tc, device)
     if tc.compile:
         # Static shapes: batches keep their split's length and the LM head a fixed row budget
         # (static_target_budget), so each layer plan compiles once. Dynamic lengths crash the
         # compiled backward (torch 2.13, CPU: a stride assertion), and a varying target count
         # would recompile on every batch.
-        model = torch.compile(model, dynamic=False)
+        model = torch.compile(model, dynamic=False, mode="reduce-overhead" if graphs else None)
     raw = acc.unwrap_model(model, keep_torch_compile=False)  # validation and saving: the plain module
     # The most loss targets one row of each task has: the compiled model's LM-head budget.
     budgets = ({t: int((d["train"].labels[:, 1:] != -100).sum(1).max()) for t, d in data.items()}
@@ -336,6 +348,10 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         loss_sum = torch.zeros((), device=acc.device)
         try:
             for chunk, size in zip(chunks, sizes):
+                if graphs:
+                    # A new step: the graphs' outputs of the last one are dead (the loss was
+                    # copied out), so each plan's graph is a root and replays, never re-records.
+                    torch.compiler.cudagraph_mark_step_begin()
                 with acc.autocast():
                     o = model(ids[chunk], labels=labels[chunk], plan=plans[task], loss_reduction="sum_per_sample",
                               host_sizes=size)

@@ -43,6 +43,10 @@ class TrainConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16")))
     compile: bool = False
+    # With compile on a GPU: CUDA graphs (torch.compile's "reduce-overhead" mode), each step's
+    # kernels replayed in one launch instead of hundreds, for a model too small to keep the GPU
+    # busy between launches. Ignored, with a warning, on CPU.
+    cuda_graphs: bool = False
     device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
     # GPUs to train on from a notebook (accelerate.notebook_launcher); >1 needs that many.
     # From a shell, `accelerate launch --num_processes N -m uvlm.train_cli` does the same.
@@ -61,6 +65,9 @@ class TrainConfig:
     threads: int = field(default=0, metadata=rule(ge=0))
 
     def validate(self, prefix: str) -> None:
+        if self.cuda_graphs and not self.compile:
+            raise ConfigError(f"{prefix}.cuda_graphs", True, f"false, or true together with {prefix}.compile: true "
+                              "(the graphs are torch.compile's)")
         if not self.seeds:
             raise ConfigError(f"{prefix}.seeds", self.seeds, "a non-empty list of integers")
         if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
