@@ -34,16 +34,18 @@ def write_tiny_params(root, extra: str = "") -> str:
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    """params path of a tiny project whose data and tokenizer stages have run."""
+    """params path of a tiny project whose data, probe and tokenizer stages have run."""
     from uvlm.config import load_config
     from uvlm.probe import load_probe
+    from uvlm.probe_build import build_probe, probe_dir, probe_path
     from uvlm.vq_build import build_tokenizer
     from uvlm.world_build import build_world
 
     root = tmp_path_factory.mktemp("tiny")
     params = write_tiny_params(root)
     cfg = load_config(params)
-    build_world(cfg.world, cfg.probe, cfg.seed, cfg.paths.data / "world", progress=False)
-    probe = load_probe(cfg.paths.data / "world" / "probe.safetensors")
+    build_world(cfg.world, cfg.seed, cfg.paths.data / "world", progress=False)
+    build_probe(cfg.world, cfg.probe, cfg.seed, probe_dir(cfg), progress=False)
+    probe = load_probe(probe_path(cfg))
     build_tokenizer(cfg.tokenizer, cfg.seed, cfg.paths.data / "world", cfg.paths.data / "tokenizer", probe=probe)
     return params

@@ -65,7 +65,8 @@ def _write_world(cfg):
     wdir.mkdir(parents=True)
     save_text_tokenizer(build_text_tokenizer(wc), wdir / "text_tokenizer")
     probe, _ = train_probe(wc, cfg.probe, SEED, progress=False)
-    save_probe(probe, wdir / "probe.safetensors")
+    (cfg.paths.data / "probe").mkdir(parents=True)
+    save_probe(probe, cfg.paths.data / "probe" / "probe.safetensors")
     vq = init_model(cfg.tokenizer, SEED)
     with torch.no_grad():  # spread the codebook so that decoded images depend on the codes
         vq.quantizer.codebook.copy_(torch.randn(vq.quantizer.codebook.shape, generator=torch.Generator().manual_seed(0)))

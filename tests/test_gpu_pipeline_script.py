@@ -92,6 +92,16 @@ def test_compile_sets_train_compile_and_bad_jobs_are_named(tmp_path):
     assert proc.returncode == 2 and "JOBS='three': expected an integer >= 1" in proc.stdout
 
 
+def test_cuda_graphs_sets_train_cuda_graphs_only_with_compile(tmp_path):
+    proc, params = _run(tmp_path, COMPILE="1", CUDA_GRAPHS="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert params["train"]["compile"] is True and params["train"]["cuda_graphs"] is True
+    other = tmp_path / "again"
+    other.mkdir()
+    proc, _ = _run(other, CUDA_GRAPHS="1")
+    assert proc.returncode == 2 and "CUDA_GRAPHS=1 needs COMPILE=1" in proc.stdout
+
+
 def test_train_jobs_caps_the_train_stages_and_the_history_is_seeded(tmp_path):
     stubs = tmp_path / "pybin"  # _run's stand-in dvc goes in tmp_path / "bin"
     stubs.mkdir()

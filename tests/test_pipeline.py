@@ -69,7 +69,8 @@ def test_repro_writes_every_result(tiny_project):
     attention = json.loads((figs / "metrics" / "attention.json").read_text())
     assert "all" in attention and "output" in attention
     assert json.loads((figs / "metrics" / "tokenizer.json").read_text())
-    assert json.loads((figs / "metrics" / "world.json").read_text())["probe"]
+    assert json.loads((figs / "metrics" / "world.json").read_text())["split_sizes"]
+    assert json.loads((figs / "metrics" / "probe.json").read_text())["probe"]["shape"] > 0
     sweep = json.loads((figs / "metrics" / "sweep.json").read_text())
     assert sweep["enabled"] and sweep["n_train_jobs"] == 9 + 4 and not sweep["missing_jobs"]
     assert {r["size"] for r in sweep["step_matched"]} == {"16x1", "32x2"}
@@ -77,24 +78,36 @@ def test_repro_writes_every_result(tiny_project):
     for name in ("synergy_vs_params.png", "synergy_vs_data.png", "synergy_vs_params.md", "verdict.md",
                  "synergy_step_matched.png", "step_matched.md"):
         assert (figs / "sweep" / name).stat().st_size > 0, name
-    assert len(list((tiny_project / "notebooks" / "executed").glob("*.ipynb"))) == 6 + 2 * len(runs)
+    assert len(list((tiny_project / "notebooks" / "executed").glob("*.ipynb"))) == 7 + 2 * len(runs)
 
 
 def test_second_repro_does_nothing(tiny_project):
     assert "up to date" in _dvc(tiny_project, "status")
 
 
-def test_tokenizer_param_reruns_tokenizer_not_data(tiny_project):
-    params_path = tiny_project / "params.yaml"
+def _stale_after(project, section: str, key: str, value) -> set[str]:
+    """The stages `dvc status` calls changed once params.yaml's section.key is value."""
+    params_path = project / "params.yaml"
     original = params_path.read_text()
     params = yaml.safe_load(original)
-    params["tokenizer"]["codebook_size"] = 16
+    params[section][key] = value
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        status = _dvc(tiny_project, "status")
+        status = _dvc(project, "status")
     finally:
         params_path.write_text(original)
-    stale = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith("\t")
-             and line.strip().endswith(":")}
+    return {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith("\t")
+            and line.strip().endswith(":")}
+
+
+def test_tokenizer_param_reruns_tokenizer_not_data(tiny_project):
+    stale = _stale_after(tiny_project, "tokenizer", "codebook_size", 16)
     assert "tokenizer" in stale
+    assert "data" not in stale and "probe" not in stale
+
+
+def test_probe_param_reruns_the_probe_not_the_world(tiny_project):
+    """The probe is its own stage beside data: its settings leave the world's images alone."""
+    stale = _stale_after(tiny_project, "probe", "steps", 41)
+    assert "probe" in stale
     assert "data" not in stale

@@ -1,4 +1,6 @@
 """The attribute probe: trains above chance quickly, round-trips, and scores images."""
+import json
+
 import numpy as np
 import pytest
 
@@ -57,7 +59,7 @@ def test_save_load_round_trip(trained, heldout, tmp_path):
     assert again.meta == probe.meta and again.metrics["shape"] == metrics["shape"]
     with pytest.raises(MissingInputError) as e:
         load_probe(tmp_path / "absent.safetensors")
-    assert e.value.stage == "data"
+    assert e.value.stage == "probe"
 
 
 def test_scores_separate_right_from_wrong_images(trained, heldout):
@@ -91,8 +93,10 @@ def test_probe_on_a_gpu_without_one_is_a_clear_error():
 def test_probe_to_a_device_keeps_numpy_results_on_the_host(tiny_world):
     from uvlm.config import load_config
     from uvlm.io import load_npz
-    world_dir = load_config(tiny_world).paths.data / "world"
-    probe = load_probe(world_dir / "probe.safetensors")
+    from uvlm.probe_build import probe_path
+    cfg = load_config(tiny_world)
+    world_dir = cfg.paths.data / "world"
+    probe = load_probe(probe_path(cfg))
     images = load_npz(world_dir / "g_test.npz")["images"][:4]
     before = probe.features(images)
     assert probe.to("cpu") is probe
@@ -100,3 +104,16 @@ def test_probe_to_a_device_keeps_numpy_results_on_the_host(tiny_world):
     assert isinstance(after, np.ndarray) and np.array_equal(before, after)
     cells = probe.predict_cells(images)
     assert all(isinstance(v, np.ndarray) for v in cells.values())
+
+
+def test_build_probe_writes_weights_and_summary(tmp_path):
+    from uvlm.probe_build import accuracy_table, build_probe
+    summary = build_probe(WorldConfig(image_size=16), ProbeConfig(steps=20, n_train=64, n_eval=32), 7, tmp_path,
+                          progress=False)
+    assert json.loads((tmp_path / "probe.json").read_text()) == json.loads(json.dumps(summary))
+    probe = load_probe(tmp_path / "probe.safetensors")
+    assert probe.metrics == summary["metrics"] and summary["seed"] == 7 and summary["seconds"] >= 0
+    table = accuracy_table(summary["metrics"])
+    assert list(table["attribute"]) == ["occupancy", "shape", "colour", "size", "scene_exact"]
+    assert table["held-out accuracy"].between(0, 1).all()
+

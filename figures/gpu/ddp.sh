@@ -31,13 +31,15 @@ timeout 240 python - "$W/params.yaml" <<'PY'
 import sys
 from uvlm.config import load_config
 from uvlm.probe import load_probe
+from uvlm.probe_build import build_probe, probe_dir, probe_path
 from uvlm.vq_build import build_tokenizer
 from uvlm.world_build import build_world
 cfg = load_config(sys.argv[1])
 world = cfg.paths.data / "world"
-build_world(cfg.world, cfg.probe, cfg.seed, world, progress=False)
+build_world(cfg.world, cfg.seed, world, progress=False)
+build_probe(cfg.world, cfg.probe, cfg.seed, probe_dir(cfg), progress=False)
 build_tokenizer(cfg.tokenizer, cfg.seed, world, cfg.paths.data / "tokenizer",
-                probe=load_probe(world / "probe.safetensors"), progress=False)
+                probe=load_probe(probe_path(cfg)), progress=False)
 PY
 echo "[data+tokenizer] exit $? after $((SECONDS - t0)) s"
 SLUG=$(python -c "import torch; from uvlm.bench import device_slug; print(device_slug(torch.cuda.get_device_name()))")

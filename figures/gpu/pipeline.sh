@@ -16,7 +16,7 @@
 # train stages at 3 while evaluations fill the other places (--limit train=3). Ready stages start
 # longest critical path first, from the durations in notebooks/executed/logs/stage_seconds.json,
 # first copied from HISTORY (default: the parallel record's, figures/gpu/parallel/stage_seconds.json).
-# COMPILE=1 sets train.compile: true.
+# COMPILE=1 sets train.compile: true; CUDA_GRAPHS=1 (with COMPILE=1) also train.cuda_graphs: true.
 # Writes $OUT/repro.log and $OUT/pipeline.tgz (params.yaml, figures, dvc.lock, executed notebooks,
 # run logs); `bash figures/gpu/record.sh $OUT/pipeline.tgz DEST LOGS...` lays out a record folder.
 set -u
@@ -48,6 +48,11 @@ fi
 if [ "${COMPILE:-0}" = 1 ]; then
   sed -i 's/^  compile: null/  compile: true/' params.yaml
   grep -q '^  compile: true' params.yaml || { echo "COMPILE=1: no '  compile: null' line in params.yaml's train: section"; exit 2; }
+fi
+if [ "${CUDA_GRAPHS:-0}" = 1 ]; then
+  [ "${COMPILE:-0}" = 1 ] || { echo "CUDA_GRAPHS=1 needs COMPILE=1 (the graphs are torch.compile's)"; exit 2; }
+  sed -i 's/^  cuda_graphs: null/  cuda_graphs: true/' params.yaml
+  grep -q '^  cuda_graphs: true' params.yaml || { echo "CUDA_GRAPHS=1: no '  cuda_graphs: null' line in params.yaml's train: section"; exit 2; }
 fi
 JOBS=${JOBS:-1}
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS='$JOBS': expected an integer >= 1"; exit 2; }

@@ -76,9 +76,10 @@ class EvalContext:
         """(VQ decoder, attribute probe) on the evaluation device, loaded once per context."""
         if "scorers" not in self._cache:
             from .probe import load_probe
+            from .probe_build import probe_path
             from .vq import load_vq
             self._cache["scorers"] = (load_vq(self.tokenizer_dir / "vq.safetensors").to(self.device),
-                                      load_probe(self.world_dir / "probe.safetensors").to(self.device))
+                                      load_probe(probe_path(self.cfg)).to(self.device))
         return self._cache["scorers"]
 
     def token_id(self, word: str) -> int:

@@ -278,8 +278,8 @@ def load_probe(path) -> Probe:
     from .io import load_tensors
 
     if not Path(path).exists():
-        raise MissingInputError(path, "data")
-    tensors, meta = load_tensors(path, stage="data")
+        raise MissingInputError(path, "probe")
+    tensors, meta = load_tensors(path, stage="probe")
     net = _make_net(meta["probe"])
     net.load_state_dict(tensors)
     return Probe(net, meta["probe"], meta.get("metrics"))

@@ -1,13 +1,15 @@
-"""Stage ``data``: write the scene world's splits, benchmarks, text tokenizer and probe.
+"""Stage ``data``: write the scene world's splits, benchmarks and text tokenizer.
 
 Layout under ``out_dir`` (``data/world``):
 
-- ``world.json``: resolved config, vocabulary, transfer combos, counts, probe metrics;
+- ``world.json``: resolved config, vocabulary, transfer combos, counts;
 - ``<split>.jsonl`` + ``<split>.npz`` (``{"images": uint8 (N, H, W, 3)}``), line i <-> row i:
   ``u_train u_val u_test``: {scene, instruction, answer, family, transfer};
   ``g_train g_val g_test``: {scene, prompt, transfer};
   ``bench_gqa bench_pope bench_mme bench_seed``: see ``benchmarks.py``;
-- ``text_tokenizer/`` (HF tokenizer dir), ``probe.safetensors`` + ``probe.json``.
+- ``text_tokenizer/`` (HF tokenizer dir).
+
+The attribute probe that scores images is stage ``probe`` (``probe_build.py``).
 
 Train and val splits hold only combos their task may see (val is in-distribution);
 test and benchmark splits force a held-out combo into ``p_transfer_test`` of scenes
@@ -109,11 +111,10 @@ def _write_split(out_dir: Path, name: str, records, images) -> None:
     save_npz(out_dir / f"{name}.npz", compress=False, images=images)
 
 
-def build_world(world_cfg: WorldConfig, probe_cfg, seed: int, out_dir, progress: bool = True) -> dict:
+def build_world(world_cfg: WorldConfig, seed: int, out_dir, progress: bool = True) -> dict:
     """Write every output of stage ``data`` into ``out_dir``; -> the world.json summary."""
     from tqdm.auto import tqdm
 
-    from .probe import save_probe, train_probe
     from .text_tokenizer import UNK_ID, build_text_tokenizer, save_text_tokenizer
 
     out_dir = Path(out_dir)
@@ -140,16 +141,10 @@ def build_world(world_cfg: WorldConfig, probe_cfg, seed: int, out_dir, progress:
         raise RuntimeError(f"{unk} <unk> tokens in generated text: the vocabulary misses a word")
     save_text_tokenizer(tok, out_dir / "text_tokenizer")
 
-    t1 = time.time()
-    probe, probe_metrics = train_probe(world_cfg, probe_cfg, seed, progress=progress)
-    save_probe(probe, out_dir / "probe.safetensors")
-    write_json(out_dir / "probe.json", {"metrics": probe_metrics, "config": dataclasses.asdict(probe_cfg)})
-    t_probe = time.time() - t1
 
     summary = {
         "seed": int(seed),
         "world": dataclasses.asdict(world_cfg),
-        "probe_config": dataclasses.asdict(probe_cfg),
         "system_prompt": world_cfg.system_prompt,
         "image_size": world_cfg.image_size,
         "vocab": {"shapes": list(world_cfg.shapes), "colours": list(world_cfg.colours),
@@ -162,9 +157,7 @@ def build_world(world_cfg: WorldConfig, probe_cfg, seed: int, out_dir, progress:
         "splits": {name: _stats(name, splits[name]) for name in ALL_SPLITS},
         "u_g_train_shared_images": overlap,
         "unk_tokens": unk,
-        "probe": probe_metrics,
-        "seconds": {"records": round(t_records, 2), "render": round(t_render, 2),
-                    "probe": round(t_probe, 2), "total": round(time.time() - t0, 2)},
+        "seconds": {"records": round(t_records, 2), "render": round(t_render, 2), "total": round(time.time() - t0, 2)},
     }
     write_json(out_dir / "world.json", summary)
     return summary

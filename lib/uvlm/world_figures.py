@@ -42,13 +42,9 @@ def _panel(ax, image, text: str) -> None:
 
 
 def summary_tables(summary: dict) -> dict:
-    """pandas tables from a world.json summary: probe accuracy and split counts."""
+    """pandas tables from a world.json summary: split counts and the transfer combos."""
     import pandas as pd
 
-    probe = summary["probe"]
-    probe_table = pd.DataFrame(
-        [{"attribute": k, "held-out accuracy": round(probe[k], 4)}
-         for k in ("occupancy", "shape", "colour", "size", "scene_exact")])
     rows = []
     for name, s in summary["splits"].items():
         rows.append({"split": name, "records": s["n"], "transfer": s["n_transfer"],
@@ -59,4 +55,4 @@ def summary_tables(summary: dict) -> dict:
          for task, key in (("understanding training", "unseen_by_u"),
                            ("generation training", "unseen_by_g"))
          for c, s in combos[key]])
-    return {"probe": probe_table, "splits": pd.DataFrame(rows), "transfer_combos": transfer_table}
+    return {"splits": pd.DataFrame(rows), "transfer_combos": transfer_table}
