@@ -23,6 +23,10 @@ bench() {
   cp "$W/$name"/*.md "$OUT/$name.md" 2>/dev/null
 }
 D768=(--set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 --set model.ffn_hidden=2048)
+# Twice as wide, half as deep (~0.4B params): attention's share of a layer's FLOPs halves with
+# the width (L^2 d against L d^2), so HiMix's short-query attention weighs less in its step.
+D2048=(--set model.d_model=2048 --set model.n_layers=8 --set model.n_heads=32 --set model.n_kv_heads=32
+       --set model.ffn_hidden=5632)
 D1024=(--set model.d_model=1024 --set model.n_layers=16 --set model.n_heads=16 --set model.n_kv_heads=16
        --set model.ffn_hidden=2816)
 one() {
@@ -50,10 +54,13 @@ one() {
     # The same with HiMix attention in one FlexAttention kernel that computes the causal rule from
     # sequence indices (no mask tensor); run beside himix256 on the same machine.
     himix256flex) bench himix256flex 200 --compile --batch-size 256 --plans u_himix --himix flex --chunk 4 --profile "${D1024[@]}" ;;
+    # HiMix at d2048 x 8 (head dim 64 as at d1024), batch 128, compiled and queued: does the
+    # efficiency HiMix reaches grow with the width?
+    himix2048) bench himix2048 300 --compile --batch-size 128 --plans u_himix --chunk 4 --steps 10 --profile "${D2048[@]}" ;;
     # The gpu preset's model, compile off vs on, 10 steps queued per timing: the training loop's
     # throughput, where the host queues the next step while the GPU runs this one.
     runahead) bench runahead 200 --compare compile --chunk 10 --plans u_himix,g_hmgen_k3 --profile ;;
-    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 himix256flex runahead"; return 2 ;;
+    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 himix256flex himix2048 runahead"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(eager compile d768 ksweep); fi

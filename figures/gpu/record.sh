@@ -21,7 +21,7 @@ rm -f "$dest/metrics/sweep.json" "$dest/metrics/text_prior.json"  # stages that 
 runs=" $(python -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["runs"]))' "$dest/params.yaml") "
 for f in "$dest"/metrics/*.json "$dest"/curves/*.png; do
   stem=$(basename "${f%.*}")
-  case " attention fig5 results tokenizer world " in *" $stem "*) continue ;; esac
+  case " attention fig5 probe results tokenizer world " in *" $stem "*) continue ;; esac
   [[ $runs == *" $stem "* ]] || rm "$f"
 done
 (cd "$tmp/data" && find runs -name train_summary.json -o -name val_log.csv) | while read -r f; do
