@@ -447,7 +447,7 @@ def test_a_step_matched_baseline_is_a_control_never_a_baseline(tmp_path):
 
 
 @pytest.mark.parametrize("record", ["figures/gpu/grid", "figures/gpu/step_matched", "figures/gpu/parallel",
-                                    "figures/gpu/critical_path",
+                                    "figures/gpu/critical_path", "figures/gpu/ten_minutes",
                                     "figures/step_matched_cpu"])
 def test_committed_records_read_as_the_current_code_reads_them(tmp_path, record):
     """A committed record's tables and claims are what the current results code makes of its scores
