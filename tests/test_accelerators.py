@@ -257,10 +257,11 @@ def aligned_u_batch(B=3, seed=1, pad_last=0):
     return ids
 
 
+@pytest.mark.parametrize("kernel", ["split", "rows"])
 @pytest.mark.parametrize("n_kv_heads", [4, 2])
 @pytest.mark.parametrize("start", [0, 2])
 @pytest.mark.parametrize("pad_last", [0, 3])
-def test_himix_split_kernel_matches_mask_kernel_and_reference(n_kv_heads, start, pad_last):
+def test_himix_split_kernels_match_mask_kernel_and_reference(kernel, n_kv_heads, start, pad_last):
     from uvlm.attention_ops import use_himix_kernel
 
     model = tiny_model(n_kv_heads=n_kv_heads)
@@ -268,18 +269,18 @@ def test_himix_split_kernel_matches_mask_kernel_and_reference(n_kv_heads, start,
     labels = ids.clone()
     plan = [LayerMode("full")] * start + [LayerMode("himix", "img")] * (L_LAYERS - start)
     grads = {}
-    for kernel in ("mask", "split"):
+    for k in ("mask", kernel):
         model.zero_grad(set_to_none=True)
-        with use_himix_kernel(kernel):
+        with use_himix_kernel(k):
             model(ids, labels=labels, plan=plan).loss.backward()
             with torch.no_grad():
                 logits = model(ids, plan=plan).logits
-        grads[kernel] = (logits, [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        grads[k] = (logits, [p.grad.clone() for p in model.parameters() if p.grad is not None])
     with torch.no_grad():
         ref = reference_logits(model, ids, plan)
-    torch.testing.assert_close(grads["split"][0], _text_rows(ref, ids), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(grads["split"][0], grads["mask"][0], atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads["split"][1], grads["mask"][1]):
+    torch.testing.assert_close(grads[kernel][0], _text_rows(ref, ids), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[kernel][0], grads["mask"][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[kernel][1], grads["mask"][1]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
@@ -323,25 +324,27 @@ def test_himix_flex_kernel_builds_no_mask():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_himix_flex_kernel_gradients_on_gpu():
-    """Compiled, as the flex kernel is meant to run: logits and gradients equal the masked kernel's."""
+@pytest.mark.parametrize("kernel", ["flex", "rows"])
+def test_himix_kernel_gradients_on_gpu(kernel):
+    """Compiled, as the kernels are meant to run: logits and gradients equal the masked kernel's."""
     from uvlm.attention_ops import use_himix_kernel
 
     cfg = UVLMConfig(vocab_size=N_TEXT + N_CODES, image_token_start=N_TEXT, d_model=64, n_layers=2, n_heads=4,
                      n_kv_heads=2, max_seq_len=64, image_proj_sets=["img"])
     model = UVLM(cfg, seed=0).cuda()  # head dim 16: FlexAttention's smallest
-    ids = batch("u").cuda()
+    # rows needs one image start for every row (else it is the mask kernel)
+    ids = (aligned_u_batch(pad_last=3) if kernel == "rows" else batch("u")).cuda()
     plan = [LayerMode("himix", "img")] * 2
     out = {}
-    for kernel in ("mask", "flex"):
+    for k in ("mask", kernel):
         model.zero_grad(set_to_none=True)
         step = torch.compile(model, dynamic=False)
-        with use_himix_kernel(kernel):
+        with use_himix_kernel(k):
             res = step(ids, labels=ids, plan=plan, host_sizes=model.host_sizes(ids.cpu(), ids.cpu(), plan))
             res.loss.backward()
-        out[kernel] = [res.loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        out[k] = [res.loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
         torch._dynamo.reset()
-    for a, b in zip(out["flex"], out["mask"]):
+    for a, b in zip(out[kernel], out["mask"]):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
@@ -355,6 +358,11 @@ def test_himix_split_kernel_uses_the_prefix_only_when_rows_agree():
     with use_himix_kernel("split"):
         assert aligned.spec("himix").prefix == 5 and aligned.spec("himix").mask is None
         assert rolled.spec("himix").prefix is None and rolled.spec("himix").mask is not None
+    with use_himix_kernel("rows"):
+        aligned = TokenLayout(aligned_u_batch(), N_TEXT, model.rope_inv_freq)
+        rolled = TokenLayout(batch("u"), N_TEXT, model.rope_inv_freq)
+        assert aligned.spec("himix").query_split == 5 and aligned.spec("himix").mask is not None
+        assert rolled.spec("himix").query_split is None and rolled.spec("himix").mask is not None
     assert TokenLayout(aligned_u_batch(), N_TEXT, model.rope_inv_freq).spec("himix").prefix is None  # default: mask
     with use_himix_kernel("split"), torch.no_grad():  # the fallback still computes HiMix exactly
         plan = [LayerMode("himix", "img")] * L_LAYERS
@@ -432,6 +440,8 @@ def test_split_kernel_prefix_comes_with_the_forward_pass_single_host_sync():
     plan = [LayerMode("himix", "img")] * L_LAYERS
     ids = aligned_u_batch()
     assert model.host_sizes(ids, ids, plan)[2] == "unknown"  # the masked kernel needs no prefix
+    with use_himix_kernel("rows"):
+        assert model.host_sizes(ids, ids, plan)[2] == 5
     with use_himix_kernel("split"):
         assert model.host_sizes(ids, ids, plan)[2] == 5
         assert model.host_sizes(batch("u"), None, plan)[2] is None  # rows disagree: the mask is used

@@ -114,9 +114,10 @@ def test_compare_himix_kernels_same_flops_both_timed():
     result = bench.run_benchmark(plans=["u_himix"], compare="himix", write=False, **TINY)
     rows = {(r["run"], r["setting"]["himix"]): r for r in result["variants"]}
     # On CPU the flex kernel is left out (FlexAttention has no CPU backward), and the result says so.
-    assert set(rows) == {(run, k) for run in ("u_base", "u_himix") for k in ("mask", "split")}
+    assert set(rows) == {(run, k) for run in ("u_base", "u_himix") for k in ("mask", "rows", "split")}
     assert any("'flex' left out" in n for n in result["notes"])
-    assert rows[("u_himix", "split")]["flops_per_step"] == rows[("u_himix", "mask")]["flops_per_step"]
+    for k in ("rows", "split"):
+        assert rows[("u_himix", k)]["flops_per_step"] == rows[("u_himix", "mask")]["flops_per_step"]
     assert all(r["error"] is None and r["median_step_s"] > 0 for r in rows.values())
     assert rows[("u_himix", "mask")]["choice_speedup"] == 1.0 and rows[("u_himix", "split")]["choice_speedup"] > 0
     with pytest.raises(ConfigError, match=r"bench\.himix.*no CPU backward"):
@@ -152,6 +153,12 @@ def test_bad_input_is_named():
         bench.settings_of(bench.BenchConfig(compile=True, cuda_graphs=True), "cpu", [])
     with pytest.raises(ConfigError, match=r"bench\.cuda_graphs.*--compile"):
         bench.settings_of(bench.BenchConfig(compare="cuda_graphs"), "cuda", [])
+    with pytest.raises(ConfigError, match=r"bench\.values\[1\].*'dense'.*'mask', 'rows', 'split'"):
+        bench.settings_of(bench.BenchConfig(compare="himix", values=["rows", "dense"]), "cpu", [])
+    with pytest.raises(ConfigError, match=r"bench\.values.*bench\.compare"):
+        bench.settings_of(bench.BenchConfig(values=["rows"]), "cpu", [])
+    picked = bench.settings_of(bench.BenchConfig(compare="himix", values=["rows", "MASK"]), "cpu", [])
+    assert [s.himix for s in picked] == ["mask", "rows"]  # the knob's order: the reference first
     graphs = bench.settings_of(bench.BenchConfig(compile=True, compare="cuda_graphs"), "cuda", [])
     assert [s.cuda_graphs for s in graphs] == [False, True] and all(s.compile for s in graphs)
 

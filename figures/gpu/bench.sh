@@ -57,10 +57,14 @@ one() {
     # HiMix at d2048 x 8 (head dim 64 as at d1024), batch 128, compiled and queued: does the
     # efficiency HiMix reaches grow with the width?
     himix2048) bench himix2048 300 --compile --batch-size 128 --plans u_himix --chunk 4 --steps 10 --profile "${D2048[@]}" ;;
+    # HiMix's mask kernel against its rows kernel (the query rows split at the image, so that the
+    # few text rows before it do not pad a whole query tile), at ~400M and ~200M, compiled and queued.
+    himix2048rows) bench himix2048rows 280 --compile --batch-size 192 --plans u_himix --compare himix --values mask,rows --chunk 4 --steps 10 --profile "${D2048[@]}" ;;
+    himix1024rows) bench himix1024rows 250 --compile --batch-size 128 --plans u_himix --compare himix --values mask,rows --chunk 4 --steps 10 --profile "${D1024[@]}" ;;
     # The gpu preset's model, compile off vs on, 10 steps queued per timing: the training loop's
     # throughput, where the host queues the next step while the GPU runs this one.
     runahead) bench runahead 200 --compare compile --chunk 10 --plans u_himix,g_hmgen_k3 --profile ;;
-    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 himix256flex himix2048 runahead"; return 2 ;;
+    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 himix256flex himix2048 himix2048rows himix1024rows runahead"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(eager compile d768 ksweep); fi

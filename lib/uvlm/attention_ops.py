@@ -71,6 +71,9 @@ class AttnSpec:
     # (bool (B, Lk) or None), never materialised; set only with mask None.
     flex: bool = False
     k_valid: Optional[torch.Tensor] = None
+    # HiMix "rows" kernel: the first ``query_split`` query rows (the text before the image) attend
+    # causally to the first text keys, the rest through ``mask``'s rows; set only with a mask.
+    query_split: Optional[int] = None
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor:
         """The mask as an additive float tensor, made once per forward call and dtype.
@@ -92,18 +95,24 @@ class AttnSpec:
 # How HiMix layers attend (text queries over image + text keys):
 #   mask:  keys as [image; text], one SDPA call with a materialised causal mask (a float bias on
 #          CUDA), which rules out the flash kernel;
+#   rows:  keys as in mask, the query rows split at the image: the text before the image attends
+#          causally to the text keys before it (a mask-free call over a few keys), the text after
+#          it through the mask's rows. Same keys read, fewer query tiles: a kernel pads a query
+#          block to whole tiles, and e.g. 69 text rows (21 before the image) fill two 64-row tiles
+#          where 48 fill one;
 #   split: keys in sequence order and two mask-free calls: the text before the image attends
 #          causally to itself, the text after it attends to every earlier key, a lower-right
 #          causal pattern that SDPA's fused kernels take without a mask tensor;
 #   flex:  keys as [image; text], one FlexAttention call that computes the causal rule from the
 #          rows' sequence indices inside the kernel (no mask tensor to read). Under torch.compile
 #          it is a fused Triton kernel; eager, FlexAttention runs an unfused reference.
-# All compute the same attention (tests/test_accelerators.py). ``mask`` is the default because
-# it is the fastest: compiled at 207M on an H200 the split kernel's HiMix step took 1.14x the
-# masked one's (figures/bench/nvidia-h200-himix-kernels.md; python -m uvlm.bench --compare himix)
+# All compute the same attention (tests/test_accelerators.py); split and rows need every row's
+# image block to start at the same index, and fall back to mask otherwise. ``mask`` is the
+# default: compiled at 207M on an H200 the split kernel's HiMix step took 1.14x the masked
+# one's (figures/bench/nvidia-h200-himix-kernels.md; python -m uvlm.bench --compare himix)
 # and the flex kernel's 3.9x at batch 256 (nvidia-h200-himix256-flex.md: the per-score index
 # lookups make its attention 19x slower; figures/gpu/attention_probe.py).
-HIMIX_KERNELS = ("mask", "split", "flex")
+HIMIX_KERNELS = ("mask", "rows", "split", "flex")
 _himix_kernel = ["mask"]
 
 
@@ -153,16 +162,38 @@ def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnC
         return _eager(q, k, v, spec, layer_idx, callback, n_rep)
     if spec.prefix is not None:
         return _attend_split(q, k, v, spec.prefix, n_rep)
+    if spec.query_split is not None:
+        return _attend_rows(q, k, v, spec, n_rep)
     if spec.flex:
         return _attend_flex(q, k, v, spec, n_rep)
     if spec.mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)
+    return _masked(q, k, v, spec.bias(q.dtype) if q.is_cuda else spec.mask, n_rep)
+
+
+def _masked(q, k, v, mask: torch.Tensor, n_rep: int):
+    """One SDPA call under a bool mask (B, 1, Lq, Lk); on CUDA ``mask`` is an additive bias."""
     if q.is_cuda:
         # The masked CUDA kernels do not all take grouped K/V; expanding keeps us off the
         # slow math fallback.
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.bias(q.dtype))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.mask, enable_gqa=n_rep > 1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=n_rep > 1)
+
+
+def _attend_rows(q, k, v, spec: AttnSpec, n_rep: int):
+    """HiMix's rows kernel: q = text rows, k/v = [image; text] rows; the first P text rows
+    precede the image, so they see only the first P text keys (causal, equal lengths)."""
+    P, T = spec.query_split, q.shape[2]
+    M = k.shape[2] - T
+    mask = spec.bias(q.dtype) if q.is_cuda else spec.mask
+    parts = []
+    if P > 0:
+        kp, vp = repeat_kv(k[:, :, M:M + P], n_rep), repeat_kv(v[:, :, M:M + P], n_rep)
+        parts.append(F.scaled_dot_product_attention(q[:, :, :P], kp, vp, is_causal=True))
+    if T > P:
+        parts.append(_masked(q[:, :, P:], k, v, mask[:, :, P:], n_rep))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
 def _attend_split(q, k, v, prefix: int, n_rep: int):

@@ -63,7 +63,7 @@ KNOBS = {  # compare=KNOB: the values it runs; the first is the reference ("with
     "precision": ("fp32", "bf16"),
     "optimizer": ("loop", "foreach", "fused"),
     "sdpa": ("math", "auto"),
-    "himix": HIMIX_KERNELS,  # HiMix attention: one masked call, two mask-free calls, or FlexAttention
+    "himix": HIMIX_KERNELS,  # HiMix attention kernels (attention_ops.HIMIX_KERNELS)
 }
 GPU_SDPA = ("efficient", "flash", "cudnn")  # more kernels a GPU comparison of sdpa runs
 # The run grid of params.yaml, used when the params file defines no runs (a bare preset).
@@ -104,6 +104,7 @@ class BenchConfig:
     sdpa: str = field(default="auto", metadata=rule(choices=("auto", "math", "flash", "efficient", "cudnn")))
     himix: str = field(default="mask", metadata=rule(choices=HIMIX_KERNELS))  # HiMix attention kernel
     compare: Optional[str] = field(default=None, metadata=rule(choices=tuple(KNOBS)))
+    values: Optional[list[str]] = None  # with compare: only these of the knob's values (None = all)
     plans: Optional[list[str]] = None  # run names; None = the whole grid (baselines always come along)
     device: str = field(default="auto", metadata=rule(choices=("auto", "cpu", "cuda")))
     threads: int = field(default=0, metadata=rule(ge=0))  # CPU threads; 0 = torch's default
@@ -374,11 +375,20 @@ def settings_of(opts: BenchConfig, device: str, notes: list) -> list[Setting]:
     base = Setting(opts.compile, resolve_precision(opts.precision, device, notes), opts.optimizer, opts.sdpa,
                    opts.himix, opts.cuda_graphs)
     if opts.compare is None:
+        if opts.values is not None:
+            raise ConfigError("bench.values", ",".join(opts.values), "unset, or set together with bench.compare")
         return [base]
     values = list(KNOBS[opts.compare]) + (list(GPU_SDPA) if opts.compare == "sdpa" and device == "cuda" else [])
     if opts.compare == "himix" and device != "cuda":
         values.remove("flex")
         notes.append("HiMix kernel 'flex' left out: FlexAttention has no CPU backward")
+    if opts.values is not None:
+        allowed = [str(v).lower() for v in values]
+        for i, v in enumerate(opts.values):
+            if v.lower() not in allowed:
+                raise ConfigError(f"bench.values[{i}]", v, f"one of {allowed} (the values of compare={opts.compare} "
+                                                           f"on {device})")
+        values = [v for v in values if str(v).lower() in {x.lower() for x in opts.values}]
     if opts.compare == "precision":
         values = [resolve_precision(v, device, notes) for v in values]
     return list(dict.fromkeys(dataclasses.replace(base, **{opts.compare: v}) for v in values))
@@ -491,7 +501,10 @@ def profile_step(v: Variant, device: str, median_s: Optional[float], top: int = 
         if cuda:
             torch.cuda.synchronize()
     if cuda:
-        events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        # Not the ranges torch marks on the GPU timeline ("Optimizer.step#AdamW.step" and the
+        # like): they span kernels already counted, and would count those twice.
+        events = [e for e in prof.key_averages()
+                  if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
         seconds = [getattr(e, "self_device_time_total", 0) * 1e-6 for e in events]
     else:
         events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
@@ -559,6 +572,8 @@ def run_benchmark(preset: str = "cpu", params_path=None, batch_size: Optional[in
     """
     if isinstance(plans, str):
         plans = [p.strip() for p in plans.split(",") if p.strip()]
+    if isinstance(options.get("values"), str):  # "mask,rows" from the command line
+        options["values"] = [v.strip() for v in options["values"].split(",") if v.strip()]
     if isinstance(options.get("hmgen_ks"), str):  # "1,2,3" from the command line
         options["hmgen_ks"] = _int_list(options["hmgen_ks"], "bench.hmgen_ks")
     raw = dict(preset=preset, params_path=None if params_path is None else str(params_path), batch_size=batch_size,
@@ -650,6 +665,7 @@ def main(argv=None) -> int:
              "compile": "torch.compile every model",
              "cuda_graphs": "with --compile on a GPU: CUDA graphs (torch.compile mode reduce-overhead)",
              "compare": f"run every plan under each value of: {list(KNOBS)}",
+             "values": "with --compare: only these comma-separated values of the knob, e.g. mask,rows",
              "plans": "comma-separated run names (default: the whole grid)", "threads": "CPU threads (0: torch's)",
              "sets": "override one config key, e.g. model.d_model=768 (repeatable)",
              "hmgen_ks": "comma-separated K values: one extra HMGen G plan each",

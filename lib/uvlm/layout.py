@@ -170,7 +170,7 @@ class TokenLayout:
         return self._rope[key]
 
     def _himix_prefix(self) -> Optional[int]:
-        """Text rows before the image, for HiMix's split kernel (see :func:`image_block_prefix`)."""
+        """Text rows before the image, for HiMix's split and rows kernels (see :func:`image_block_prefix`)."""
         if self.M == 0:
             return None
         if self._himix_prefix_known == PREFIX_UNKNOWN:
@@ -218,5 +218,7 @@ class TokenLayout:
             return spec
         mask = None if simple else causal_mask(q_idx, k_idx, k_valid)
         spec = AttnSpec(mask=mask, q_idx=q_idx, k_idx=k_idx)
+        if kind == "himix" and mask is not None and himix_kernel() == "rows" and valid is None:
+            spec.query_split = self._himix_prefix()
         self._specs[kind] = spec
         return spec

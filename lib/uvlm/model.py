@@ -232,7 +232,7 @@ class UVLM(nn.Module):
     def host_sizes(self, input_ids, labels, plan):
         """The sizes that shape a forward call's tensors: the image-token count of every row
         (to gather text rows), the number of loss targets (to run the LM head on them only)
-        and, for HiMix's split kernel, where the image block starts. On GPU tensors this is
+        and, for HiMix's split and rows kernels, where the image block starts. On GPU tensors this is
         ONE host sync, before any work of the call is queued; on CPU tensors (a batch before
         its copy to the device) it costs no sync at all.
 
@@ -244,7 +244,7 @@ class UVLM(nn.Module):
         parts = []
         if not is_vanilla(plan):
             parts.append(is_image.sum(1))
-        split = has_himix and himix_kernel() == "split"
+        split = has_himix and himix_kernel() in ("split", "rows")
         if split:
             parts.append(image_block_stats(is_image))
         if labels is not None:
