@@ -27,6 +27,9 @@ D768=(--set model.d_model=768 --set model.n_heads=12 --set model.n_kv_heads=12 -
 # the width (L^2 d against L d^2), so HiMix's short-query attention weighs less in its step.
 D2048=(--set model.d_model=2048 --set model.n_layers=8 --set model.n_heads=32 --set model.n_kv_heads=32
        --set model.ffn_hidden=5632)
+# Twice as wide again and half as deep (~0.8B params): attention's share halves once more.
+D4096=(--set model.d_model=4096 --set model.n_layers=4 --set model.n_heads=64 --set model.n_kv_heads=64
+       --set model.ffn_hidden=11264)
 D1024=(--set model.d_model=1024 --set model.n_layers=16 --set model.n_heads=16 --set model.n_kv_heads=16
        --set model.ffn_hidden=2816)
 one() {
@@ -61,10 +64,16 @@ one() {
     # few text rows before it do not pad a whole query tile), at ~400M and ~200M, compiled and queued.
     himix2048rows) bench himix2048rows 280 --compile --batch-size 192 --plans u_himix --compare himix --values mask,rows --chunk 4 --steps 10 --profile "${D2048[@]}" ;;
     himix1024rows) bench himix1024rows 250 --compile --batch-size 128 --plans u_himix --compare himix --values mask,rows --chunk 4 --steps 10 --profile "${D1024[@]}" ;;
+    # Where HiMix reaches 90% of its FLOPs-ideal speedup: wider models (attention's share falls) and
+    # more sequences per step (the optimizer's per-parameter time is spread over more tokens). Batch
+    # 384 needs an H200's memory (~96 GB at d4096, ~88 GB at d2048).
+    himix2048b384) bench himix2048b384 170 --compile --batch-size 384 --plans u_himix --chunk 4 --steps 8 --profile "${D2048[@]}" ;;
+    himix4096) bench himix4096 170 --compile --batch-size 192 --plans u_himix --chunk 4 --steps 8 --profile "${D4096[@]}" ;;
+    himix4096b384) bench himix4096b384 230 --compile --batch-size 384 --plans u_himix --chunk 4 --steps 8 --profile "${D4096[@]}" ;;
     # The gpu preset's model, compile off vs on, 10 steps queued per timing: the training loop's
     # throughput, where the host queues the next step while the GPU runs this one.
     runahead) bench runahead 200 --compare compile --chunk 10 --plans u_himix,g_hmgen_k3 --profile ;;
-    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 himix256flex himix2048 himix2048rows himix1024rows runahead"; return 2 ;;
+    *) echo "unknown benchmark '$1': one of eager compile d768 ksweep b256 d1024e d1024 d1024g himix himix256 himix256flex himix2048 himix2048rows himix1024rows himix2048b384 himix4096 himix4096b384 runahead"; return 2 ;;
   esac
 }
 if (( $# )); then names=("$@"); else names=(eager compile d768 ksweep); fi
