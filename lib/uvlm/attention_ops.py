@@ -111,7 +111,9 @@ class AttnSpec:
 # default: compiled at 207M on an H200 the split kernel's HiMix step took 1.14x the masked
 # one's (figures/bench/nvidia-h200-himix-kernels.md; python -m uvlm.bench --compare himix)
 # and the flex kernel's 3.9x at batch 256 (nvidia-h200-himix256-flex.md: the per-score index
-# lookups make its attention 19x slower; figures/gpu/attention_probe.py).
+# lookups make its attention 19x slower; figures/gpu/attention_probe.py); on an H100 the rows
+# kernel's attention took as long as the masked one's and its step 1.02-1.03x
+# (nvidia-h100-80gb-hbm3-himix{2048,1024}-rows.md).
 HIMIX_KERNELS = ("mask", "rows", "split", "flex")
 _himix_kernel = ["mask"]
 

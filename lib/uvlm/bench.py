@@ -409,7 +409,7 @@ def build_variants(cfg, opts: BenchConfig, device, runs, names, settings, vocab,
             spec, plans = runs[name], run_plans(cfg, runs[name])
             model = UVLM(model_config(cfg, vocab, spec), seed=opts.seed).to(device).train()
             opt = make_adamw(model, cfg.train, device, setting.optimizer)
-            with use_himix_kernel(setting.himix):  # the split kernel's prefix is one of the sizes
+            with use_himix_kernel(setting.himix):  # the split and rows kernels' prefix is one of the sizes
                 sizes = [model.host_sizes(*on_cpu[t], plans[t]) for t in plans]
             v = Variant(name, spec, setting, model, opt, [(batches[t], plans[t]) for t in plans],
                         baseline_of(runs, spec.task), cfg.train.grad_clip, sizes)

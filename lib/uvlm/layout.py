@@ -34,7 +34,7 @@ def image_block_stats(is_image: torch.Tensor) -> torch.Tensor:
 
 def image_block_prefix(stats: list[int]) -> Optional[int]:
     """The text rows before the image when every row has one contiguous image block starting
-    at the same index (what HiMix's split kernel needs); else None, and the mask is used."""
+    at the same index (what HiMix's split and rows kernels need); else None, and the mask is used."""
     lo, hi, most = stats
     return lo if lo == hi and most == 1 else None
 
