@@ -19,7 +19,8 @@ from uvlm import bench as B
 from uvlm.data import Vocab
 from uvlm.schema import build
 
-SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy ", "cudaMemcpy\0")
+# Host calls that can wait for the device (cudaMemcpy* covers the device-to-host copies).
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
 
 def kernel_intervals(prof):
@@ -54,7 +55,7 @@ def gaps_report(v, device, steps, top):
         print(f"   gap {g / 1e3:7.3f} ms after {a[:70]!r} before {b[:70]!r}")
     syncs = {}
     for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CPU and any(e.name.startswith(c.strip("\0")) for c in SYNC_CALLS):
+        if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith(SYNC_CALLS):
             syncs.setdefault(e.name, [0, 0.0])
             syncs[e.name][0] += 1
             syncs[e.name][1] += e.cpu_time_total

@@ -91,6 +91,10 @@ class AttnSpec:
             self._bias[dtype] = padded[..., :Lk]
         return self._bias[dtype]
 
+    def kernel_mask(self, q: torch.Tensor) -> torch.Tensor:
+        """The mask as the masked kernels take it for ``q``: the float bias on CUDA, else the bool mask."""
+        return self.bias(q.dtype) if q.is_cuda else self.mask
+
 
 # How HiMix layers attend (text queries over image + text keys):
 #   mask:  keys as [image; text], one SDPA call with a materialised causal mask (a float bias on
@@ -170,7 +174,7 @@ def attend(q, k, v, spec: AttnSpec, layer_idx: int = 0, callback: Optional[AttnC
         return _attend_flex(q, k, v, spec, n_rep)
     if spec.mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_rep > 1)
-    return _masked(q, k, v, spec.bias(q.dtype) if q.is_cuda else spec.mask, n_rep)
+    return _masked(q, k, v, spec.kernel_mask(q), n_rep)
 
 
 def _masked(q, k, v, mask: torch.Tensor, n_rep: int):
@@ -188,13 +192,12 @@ def _attend_rows(q, k, v, spec: AttnSpec, n_rep: int):
     precede the image, so they see only the first P text keys (causal, equal lengths)."""
     P, T = spec.query_split, q.shape[2]
     M = k.shape[2] - T
-    mask = spec.bias(q.dtype) if q.is_cuda else spec.mask
     parts = []
     if P > 0:
         kp, vp = repeat_kv(k[:, :, M:M + P], n_rep), repeat_kv(v[:, :, M:M + P], n_rep)
         parts.append(F.scaled_dot_product_attention(q[:, :, :P], kp, vp, is_causal=True))
     if T > P:
-        parts.append(_masked(q[:, :, P:], k, v, mask[:, :, P:], n_rep))
+        parts.append(_masked(q[:, :, P:], k, v, spec.kernel_mask(q)[:, :, P:], n_rep))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 

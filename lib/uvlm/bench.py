@@ -388,7 +388,8 @@ def settings_of(opts: BenchConfig, device: str, notes: list) -> list[Setting]:
             if v.lower() not in allowed:
                 raise ConfigError(f"bench.values[{i}]", v, f"one of {allowed} (the values of compare={opts.compare} "
                                                            f"on {device})")
-        values = [v for v in values if str(v).lower() in {x.lower() for x in opts.values}]
+        wanted = {v.lower() for v in opts.values}
+        values = [v for v in values if str(v).lower() in wanted]
     if opts.compare == "precision":
         values = [resolve_precision(v, device, notes) for v in values]
     return list(dict.fromkeys(dataclasses.replace(base, **{opts.compare: v}) for v in values))

@@ -244,8 +244,8 @@ class UVLM(nn.Module):
         parts = []
         if not is_vanilla(plan):
             parts.append(is_image.sum(1))
-        split = has_himix and himix_kernel() in ("split", "rows")
-        if split:
+        needs_prefix = has_himix and himix_kernel() in ("split", "rows")
+        if needs_prefix:
             parts.append(image_block_stats(is_image))
         if labels is not None:
             targets = labels[:, 1:] != -100
@@ -256,7 +256,7 @@ class UVLM(nn.Module):
             return None, None, PREFIX_UNKNOWN
         values = torch.cat(parts).tolist()
         counts = values[:B] if not is_vanilla(plan) else None
-        prefix = image_block_prefix(values[B:B + 3]) if split else PREFIX_UNKNOWN
+        prefix = image_block_prefix(values[B:B + 3]) if needs_prefix else PREFIX_UNKNOWN
         return counts, (values[-1] if labels is not None else None), prefix
 
     def vanilla_plan(self) -> list[LayerMode]:

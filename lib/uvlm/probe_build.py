@@ -16,8 +16,6 @@ from pathlib import Path
 
 from .io import write_json
 
-STAGE = "probe"
-
 
 def probe_dir(cfg) -> Path:
     return cfg.paths.data / "probe"

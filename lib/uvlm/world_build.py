@@ -141,7 +141,6 @@ def build_world(world_cfg: WorldConfig, seed: int, out_dir, progress: bool = Tru
         raise RuntimeError(f"{unk} <unk> tokens in generated text: the vocabulary misses a word")
     save_text_tokenizer(tok, out_dir / "text_tokenizer")
 
-
     summary = {
         "seed": int(seed),
         "world": dataclasses.asdict(world_cfg),
