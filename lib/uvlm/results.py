@@ -148,7 +148,7 @@ def task_weights(cfg, spec, sizes: dict) -> dict:
     if spec.task != "ug":
         return {spec.task: 1.0}
     tc = cfg.train
-    steps = unified_steps(sizes["u"], sizes["g"], tc.batch_size, tc.epochs * spec.steps_scale, tc.mix_ratio)
+    steps = unified_steps(sizes["u"], sizes["g"], tc.batch_size, tc.cap_epochs * spec.steps_scale, tc.mix_ratio)
     total = sum(steps.values())
     return {t: n / total for t, n in steps.items()}
 
