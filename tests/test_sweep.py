@@ -361,7 +361,7 @@ def test_converged_jobs_evaluate_each_epoch_and_cap_at_max_epochs(tmp_path):
     from uvlm.sweep_plan import job_overrides, train_jobs
     cfg = _cfg(tmp_path, "  patience: 3\n  max_epochs: 5.0\n  size_axis_data: 32\n  lr_check_sizes: [\"32x2\"]")
     jobs = train_jobs(cfg)
-    size_axis = {j.data_n for j in jobs if j.size == "16x1"}
+    size_axis = {j.data_n for j in jobs if j.size == "32x2" and j.lr_factor == 1.0}  # 16x1 is the data axis
     assert size_axis == {32}  # the size axis runs at size_axis_data, not at the largest data size
     assert {j.size for j in jobs if j.lr_factor != 1.0} == {"32x2"}
     job = next(j for j in jobs if j.task == "u" and j.data_n == 64)
