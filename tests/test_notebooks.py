@@ -18,7 +18,7 @@ import yaml
 from uvlm.config import load_config
 from uvlm.errors import ConfigError
 from uvlm.notebook import as_sets, find_root, setup
-from uvlm.train_cli import parse_sets
+from uvlm.overrides import parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))

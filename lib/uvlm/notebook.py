@@ -9,7 +9,7 @@ directory, so every relative path in a notebook means what it means under ``dvc 
 
 ``overrides`` swaps any setting, in the syntax of ``dvc exp run -S`` and ``train_cli --set``
 (``KEY=VALUE``, a dotted params.yaml key, the value read as YAML), and is merged over params.yaml
-exactly as those are (:func:`uvlm.train_cli.parse_sets`, then :func:`uvlm.config.load_config`)::
+exactly as those are (:func:`uvlm.overrides.parse_sets`, then :func:`uvlm.config.load_config`)::
 
     papermill notebooks/03_train.ipynb out.ipynb -p run u_base -p overrides train.lr=5e-4
     papermill notebooks/03_train.ipynb out.ipynb -p overrides '["preset=tiny", "train.lr=5e-4"]'
@@ -72,7 +72,7 @@ def setup(params_path="params.yaml", overrides=None, chdir: bool = True):
     """Find the repository root, make it the working directory, and load the config there with
     ``overrides`` merged in. Returns the :class:`uvlm.config.Config`."""
     from .config import load_config
-    from .train_cli import parse_sets  # the one parser of KEY=VALUE settings
+    from .overrides import parse_sets  # the one parser of KEY=VALUE settings
 
     sets = parse_sets(as_sets(overrides), flag=PARAMETER)  # a malformed override fails before anything moves
     root = find_root(params_path)

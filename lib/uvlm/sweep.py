@@ -35,7 +35,7 @@ def _device(cfg) -> str:
 
 
 def _load(params: str, sets) -> object:
-    from .train_cli import parse_sets
+    from .overrides import parse_sets
     return load_config(params, parse_sets(sets))
 
 

@@ -30,7 +30,7 @@ def device_name() -> str:
 def job_config(params: str, job: Job, threads: int | None = None, base=None, sets=()):
     """The config ``job`` trains under; ``base`` is params.yaml (with ``sets``) already loaded, if at
     hand. ``sets``: ``KEY=VALUE`` overrides of params.yaml, under the job's own settings."""
-    from .train_cli import parse_sets
+    from .overrides import parse_sets
     user = parse_sets(sets)
     over = job_overrides(base or load_config(params, user), job)
     if threads is not None:
