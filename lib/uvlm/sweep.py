@@ -224,13 +224,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device-label", help="with --report: the device to name, for results stored before "
                     "jobs recorded their device's name")
     args = ap.parse_args(argv)
+    from .headline import write_headline
     cfg = load_config(args.params)
     out = cfg.paths.figures / "sweep"
     if args.priors:
         write_json(cfg.paths.figures / "metrics" / "text_prior.json", run_priors(args.params, not args.no_progress))
+        write_headline(cfg.paths.figures, "text_prior")
         return 0
     if not cfg.sweep.enabled:
         write_json(cfg.paths.figures / "metrics" / "sweep.json", disabled_note(cfg, out))
+        write_headline(cfg.paths.figures, "sweep")
         return 0
     if args.report:
         results, missing = stored_results(cfg)
@@ -239,6 +242,7 @@ def main(argv=None) -> int:
         ran = run_sweep(args.params, not args.no_progress)
         results, info, missing = ran["results"], ran["run"], []
     write_json(cfg.paths.figures / "metrics" / "sweep.json", report(cfg, results, out, info, missing, args.device_label))
+    write_headline(cfg.paths.figures, "sweep")
     print((out / "verdict.md").read_text())
     return 0
 
