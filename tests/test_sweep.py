@@ -114,6 +114,21 @@ def test_job_overrides_start_prior_runs_from_their_prior(tmp_path):
     load_config(write_tiny_params(tmp_path), over)  # a valid config
 
 
+def test_user_overrides_reach_every_job_under_the_jobs_own_settings(tmp_path, monkeypatch):
+    """A notebook's overrides (KEY=VALUE) apply to every job process; the job's own keys still win."""
+    from uvlm import sweep_runner
+    from uvlm.sweep_job import job_config
+
+    params = write_tiny_params(tmp_path)
+    job = train_jobs(load_config(params))[0]
+    cfg = job_config(params, job, sets=["world.n_val=12", "train.lr=0.5"])
+    assert cfg.world.n_val == 12 and cfg.train.lr == job.lr
+    seen = {}
+    monkeypatch.setattr(sweep_runner, "run_processes", lambda commands, *a, **k: seen.update(commands))
+    sweep_runner.run_jobs(params, [job], 1, 1e9, tmp_path / "logs", sets=["world.n_val=12"])
+    assert seen[job.id][-2:] == ["--set", "world.n_val=12"]
+
+
 def test_scheduler_runs_big_jobs_alone():
     small, big = Job("train", "u", "16x1", 8, False, 0, 1e-3), Job("train", "ug", "1024x12", 8, False, 0, 1e-3)
     assert schedule_order([small, big])[0] == big

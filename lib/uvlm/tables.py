@@ -10,6 +10,10 @@ Nothing is computed here beyond picking values and formatting them. The inputs a
 Every benchmark cell is given for the in-distribution and the transfer items, as two
 row groups. The Markdown version adds the paper's own values (hard-coded below, from
 PAPER.md) in a separate table labelled "paper": they are never mixed into ours.
+
+The writers are hand-written, not pandas/tabulate: they emit the committed tables' exact bytes
+(an unpadded Markdown grid, a ``<col> std`` CSV column per number, a plain ``tabular`` with a rule
+between row groups), which neither library reproduces.
 """
 from __future__ import annotations
 
