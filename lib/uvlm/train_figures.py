@@ -41,3 +41,46 @@ def plot_training_curves(runs: dict, path, smooth: int = 10) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, path)
+
+
+def plot_val_curves(runs_dir, path, runs: list[str] | None = None, title: str = "") -> None:
+    """Validation loss against step, one panel per task, every run and seed of a runs folder.
+
+    ``runs_dir`` holds RUN/seedS/val_log.csv (data/runs, or a record's runs/). Each run has one
+    colour; each seed is a line, ending where the run stopped; a dot marks each seed's best
+    evaluation (the checkpoint that is scored). A line that ends without a summary beside it is a
+    run that was cut, not one that stopped: it ends in a cross.
+    """
+    style()
+    runs_dir = Path(runs_dir)
+    names = runs or sorted(p.name for p in runs_dir.iterdir() if p.is_dir())
+    colours = dict(zip(names, plt.get_cmap("Dark2").colors))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, task in zip(axes, ("u", "g")):
+        for run in names:
+            for i, seed_dir in enumerate(sorted((runs_dir / run).glob("seed*"))):
+                val = pd.read_csv(seed_dir / "val_log.csv")
+                col = f"val_loss_{task}"
+                if col not in val or val[col].isna().all():
+                    continue
+                c = colours[run]
+                # Steps of this task: a unified run (both val columns) alternates U and G batches,
+                # half each when the two training sets are equal, as in the grid.
+                unified = {"val_loss_u", "val_loss_g"} <= set(val.columns)
+                x = val["step"] * (0.5 if unified else 1.0)
+                ax.plot(x, val[col], color=c, lw=1, alpha=0.8, ls="--" if unified else "-",
+                        label=run if i == 0 else None)
+                best = val[col].idxmin()
+                ax.plot(x[best], val[col][best], "o", color=c, ms=4)
+                if not (seed_dir / "train_summary.json").exists():
+                    ax.plot(x.iloc[-1], val[col].iloc[-1], "x", color=c, ms=6)
+        ax.set_title({"u": "understanding: validation answer loss", "g": "generation: validation image-token loss"}[task])
+        ax.set_xlabel("optimizer steps on this task (dashed: unified, half its steps)")
+        ax.set_ylabel("nats per output token")
+        if task == "u":
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
