@@ -216,6 +216,13 @@ def test_c4_every_branch(grid, ug, verdict):
     assert c4["verdict"] == verdict and set(c4["details"]["per_subset"].values()) == {verdict}
     if verdict == C.NOT_AT_SCALE:
         assert c5["verdict"] == c6["verdict"] == C.NOT_TESTABLE
+        assert "no synergy at this scale" in c5["numbers"]
+
+
+def test_c5_c6_say_when_c4_itself_is_missing(grid):
+    c4, c5, c6 = C.claims_c4_c6(_res(grid, {"u_base": 50}, {"g_base": 10}))
+    assert c4["verdict"] == c5["verdict"] == c6["verdict"] == C.NOT_TESTABLE
+    assert "C4 is not testable" in c5["numbers"] and "no synergy at this scale" not in c6["numbers"]
 
 
 @pytest.mark.parametrize("share_all, share_partial, c5, c6", [

@@ -324,7 +324,8 @@ def claims_c4_c6(res: Results) -> list[dict]:
     c6_text = " | ".join(f"{s}: {fmt(part[s])}" for s in SUBSETS) + " (share partial vs share all; paper: GQA " \
         "33.00->47.05, POPE-F1 67.59->76.58, SEED 31.38->34.50, MJHQ 12.53->14.54)." + _loss_text(views[2])
     if c4["verdict"] in (NOT_AT_SCALE, NOT_TESTABLE):
-        why = "no synergy at this scale (C4), so none to lose or restore. Numbers: "
+        why = ("no synergy at this scale (C4), so none to lose or restore. Numbers: " if c4["verdict"] == NOT_AT_SCALE
+               else "C4 is not testable (its runs or scores are missing), so neither is this. Numbers: ")
         return [c4, _claim("C5", NOT_TESTABLE, why + c5_text, _nested_caveats(res, accel), sides=accel,
                            loss_view=views[1]),
                 _claim("C6", NOT_TESTABLE, why + c6_text, _nested_caveats(res, part), sides=part,
