@@ -312,7 +312,10 @@ def claims_c4_c6(res: Results) -> list[dict]:
     # partial vs share all.
     views = [loss_view(res, ug, iso.get("u")), loss_view(res, sa, acc.get("u")), loss_view(res, sp, sa)]
 
-    c4_sub = {s: _from_flags([sd["beats"] for sd in base[s].values()]) if len(base[s]) == 2 else NOT_TESTABLE
+    # A side with no scores (a run of the grid that has not been evaluated) makes C4 untestable, not
+    # "not at this scale": absent evidence is no evidence against synergy.
+    c4_sub = {s: _from_flags([sd["beats"] for sd in base[s].values()])
+              if len(base[s]) == 2 and all(sd["n"] for sd in base[s].values()) else NOT_TESTABLE
               for s in SUBSETS}
     matched = step_matched_view(res, ug)
     c4 = _claim("C4", _combine(c4_sub.values()), " | ".join(f"{s}: {fmt(base[s])}" for s in SUBSETS) +
