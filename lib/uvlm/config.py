@@ -79,7 +79,7 @@ class ModelArgs:
 
 @dataclass
 class AttentionArgs:
-    """The attention-allocation profile (PAPER.md section 1)."""
+    """The attention-allocation profile (docs/method.md §2)."""
     n_samples: int = field(default=64, metadata=rule(ge=1))
     run: str = "ug_base"            # a run of the grid, profiled at seed train.seeds[0]
     hf_model_path: Optional[str] = None  # or a local transformers decoder instead

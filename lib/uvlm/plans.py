@@ -1,4 +1,4 @@
-"""Layer plans: which mode every decoder layer runs in, per task (PAPER.md sections 2-3).
+"""Layer plans: which mode every decoder layer runs in, per task (docs/method.md §3).
 
 A plan is a list of :class:`LayerMode`, one per layer. The model reads it and nothing else,
 so every accelerator and every sharing scheme is a different list, not a different model.
