@@ -115,6 +115,81 @@ def test_non_finite_loss_inside_a_log_block_never_reaches_a_checkpoint(tiny_worl
     assert '"step": 4' in (tmp_path / "r" / "last" / "state.json").read_text()  # ckpt_every 4; step 8 never saved
 
 
+class _InfGrad(torch.autograd.Function):
+    """The identity forward; an inf gradient backward (the loss itself stays finite)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
+
+
+def test_inf_gradient_on_a_checkpoint_step_never_replaces_the_checkpoint(tiny_world, tmp_path, monkeypatch):
+    """Clipping turns an inf gradient into NaN weights while the step's loss is finite: the
+    gradient norm is checked before the save, so the checkpoint of step 4 stays the one kept."""
+    cfg = load_config(tiny_world)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=4, progress=False)
+    kept = (tmp_path / "r" / "last" / "model" / "model.safetensors").read_bytes()
+    from uvlm import model as M
+    real, calls = M.UVLM.forward, []
+
+    def inf_grad_at_step_8(self, *a, **k):
+        out = real(self, *a, **k)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 4:  # step 8 of 8: ckpt_every 4 and the run's end both save here
+                out.loss = _InfGrad.apply(out.loss)
+        return out
+
+    monkeypatch.setattr(M.UVLM, "forward", inf_grad_at_step_8)
+    with pytest.raises(UVLMError, match=r"non-finite gradient norm .* at step 7 .*checkpoint of step 4") as e:
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert "train.lr" in str(e.value)
+    assert '"step": 4' in (tmp_path / "r" / "last" / "state.json").read_text()
+    assert (tmp_path / "r" / "last" / "model" / "model.safetensors").read_bytes() == kept
+    assert not (tmp_path / "r" / "final").exists()
+    monkeypatch.setattr(M.UVLM, "forward", real)
+    done = train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)  # the kept checkpoint resumes
+    assert done["finished"] and all(torch.isfinite(w).all() for w in weights(tmp_path / "r").values())
+
+
+def test_non_finite_first_step_says_nothing_is_kept(tiny_world, tmp_path, monkeypatch):
+    cfg = load_config(tiny_world)
+    from uvlm import model as M
+    real = M.UVLM.forward
+
+    def poisoned(self, *a, **k):
+        out = real(self, *a, **k)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(M.UVLM, "forward", poisoned)
+    with pytest.raises(UVLMError, match="at step 0") as e:
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert "No checkpoint exists" in str(e.value) and "is kept" not in str(e.value)
+    assert "rather than train.lr" in str(e.value)
+
+
+def test_non_finite_weights_are_never_saved_over_a_checkpoint(tiny_world, tmp_path):
+    from uvlm.checkpoint import save_model_dir, save_training_state
+    from uvlm.run_setup import build_model, vocab_for
+    cfg = load_config(tiny_world)
+    model = build_model(cfg, vocab_for(cfg)[0], cfg.run("u_base"), 0)
+    save_training_state(tmp_path / "last", model, None, {"step": 1})
+    save_model_dir(model, tmp_path / "best")
+    with torch.no_grad():
+        next(model.parameters())[0] = float("inf")
+    for save in (lambda: save_training_state(tmp_path / "last", model, None, {"step": 2}),
+                 lambda: save_model_dir(model, tmp_path / "best")):
+        with pytest.raises(CheckpointError, match="NaN or inf"):
+            save()
+    assert '"step": 1' in (tmp_path / "last" / "state.json").read_text()
+    assert (tmp_path / "best" / "model.safetensors").exists()
+
+
 def test_gradient_accumulation_matches_one_batch(tiny_world, tmp_path):
     """Micro-batches (row slices) add up to the whole batch's gradient: the loss is summed per
     sample and divided by the whole batch's target count."""
