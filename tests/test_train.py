@@ -1,6 +1,7 @@
 """Training loop: determinism, exact resume, refusal on changed settings, NaN stop."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -296,6 +297,20 @@ def test_train_log_has_rates_and_flops(tiny_world, tmp_path):
     rows = list(csv.DictReader((tmp_path / "r" / "train_log.csv").open()))
     assert {r["task"] for r in rows} == {"u", "g"}
     assert all(float(r["tokens_per_s"]) > 0 and float(r["flops_per_step"]) > 0 for r in rows)
+
+
+def test_flops_per_step_do_not_depend_on_where_a_run_resumed(tiny_world, tmp_path):
+    import csv
+    cfg = load_config(tiny_world)
+    full = train_run(cfg, "ug_base", 0, out_dir=tmp_path / "full", progress=False)
+    for cut in (3, 5):
+        train_run(cfg, "ug_base", 0, out_dir=tmp_path / "part", stop_after=cut, progress=False)
+    train_run(cfg, "ug_base", 0, out_dir=tmp_path / "part", progress=False)
+    flops = [[r["flops_per_step"] for r in csv.DictReader((tmp_path / d / "train_log.csv").open())]
+             for d in ("full", "part")]
+    assert len(flops[0]) == full["steps"] and flops[0] == flops[1]
+    summaries = [json.loads((tmp_path / d / "train_summary.json").read_text()) for d in ("full", "part")]
+    assert summaries[0]["flops_total"] == summaries[1]["flops_total"]
 
 
 def test_out_of_memory_message_suggests_accumulation(tmp_path):

@@ -399,7 +399,9 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
         opt.step()
         opt.zero_grad(set_to_none=True)
-        key = (task, tuple(ids.shape))
+        # Keyed by everything the count reads, so a step's FLOPs depend on its batch alone, never
+        # on which batch of that shape came first (that moved flops_total after a resume).
+        key = (task, tuple(ids.shape), *flops_inputs(raw.config, batch))
         if key not in flops_cache:
             flops_cache[key] = batch_flops(raw.config, plans[task], batch, world)
         done = step + 1
@@ -456,13 +458,20 @@ def out_of_memory(tc, per_process: int, run_name: str, seed: int, out: Path) -> 
         f"train.batch_size. The last checkpoint in '{out / 'last'}' is kept; the run resumes from it.")
 
 
+def flops_inputs(model_cfg, batch) -> tuple[int, int]:
+    """(image tokens per row, loss targets in the batch): what ``batch_flops`` reads besides the
+    batch's shape."""
+    ids = batch["input_ids"]
+    return int((ids[0] >= model_cfg.image_token_start).sum()), int((batch["labels"] != -100).sum())
+
+
 def batch_flops(model_cfg, plan, batch, world: int) -> float:
     """Counted training FLOPs of one global batch under ``plan`` (forward + backward)."""
     from .flops import plan_flops
     ids = batch["input_ids"]
-    n_img = int((ids[0] >= model_cfg.image_token_start).sum())
+    n_img, targets = flops_inputs(model_cfg, batch)
     T = ids.shape[1] - n_img
-    loss_tokens = int((batch["labels"] != -100).sum()) / ids.shape[0]
+    loss_tokens = targets / ids.shape[0]
     per = plan_flops(model_cfg, plan, T=T, M=n_img, loss_tokens=loss_tokens, backward=True)
     return float(per["total"]) * ids.shape[0] * world
 
