@@ -49,6 +49,9 @@ def test_repo_params_file_is_valid_under_every_preset(tmp_path):
     ("seed: -1\n", "seed"),
     ("runs:\n  r: {task: uv, accel: base}\n", "runs.r.task"),
     ("runs:\n  r: {task: u, accel: base, epochs_factor: 0}\n", "runs.r.epochs_factor"),
+    # K = round(0.9 x 4 layers) = 4 shallow layers, of at most 1: named on the key that was set.
+    ("attention: {run: r}\nruns:\n  r: {task: g, accel: hmgen, hmgen_fraction: 0.9}\n", "runs.r.hmgen_fraction"),
+    ("attention: {run: r}\nruns:\n  r: {task: g, accel: hmgen, hmgen_k: 3}\n", "runs.r.hmgen_k"),
 ])
 def test_bad_values_name_the_key_value_and_allowed(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:
@@ -60,3 +63,22 @@ def test_bad_values_name_the_key_value_and_allowed(tmp_path, text, key):
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         load_config(tmp_path / "nowhere.yaml")
+
+
+def test_set_edits_one_key_of_one_run_and_keeps_the_grid(tmp_path):
+    """``--set runs.X.k=v`` works as ``dvc exp run -S``: one key of one run changes."""
+    from uvlm.train_cli import parse_sets
+    path = _params(tmp_path, "preset: tiny\nattention: {run: u_base}\nruns:\n  g_k: {task: g, accel: hmgen, hmgen_k: 1}\n"
+                             "  u_base: {task: u, accel: base}\n")
+    cfg = load_config(path, sets=parse_sets(["runs.g_k.hmgen_k=0", "train.lr=3e-4"]))
+    assert sorted(cfg.runs) == ["g_k", "u_base"]
+    assert (cfg.runs["g_k"].task, cfg.runs["g_k"].accel, cfg.runs["g_k"].hmgen_k) == ("g", "hmgen", 0)
+    assert cfg.train.lr == 3e-4
+    assert load_config(path, sets=parse_sets(["runs.new.task=g"])).runs["new"].task == "g"
+    with pytest.raises(ConfigError, match="runs.g_k.hmgen_fraction"):
+        load_config(path, sets=parse_sets(["runs.g_k.hmgen_fraction=0.9"]))
+
+
+def test_unreadable_yaml_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="params.yaml"):
+        load_config(_params(tmp_path, "train: [unclosed\n"))

@@ -313,6 +313,13 @@ def test_flops_per_step_do_not_depend_on_where_a_run_resumed(tiny_world, tmp_pat
     assert summaries[0]["flops_total"] == summaries[1]["flops_total"]
 
 
+def test_short_max_seq_len_is_named_when_the_data_loads(tiny_world, tmp_path):
+    cfg = load_config(tiny_world, {"model": {"max_seq_len": 16}})
+    with pytest.raises(ConfigError, match=r"model.max_seq_len.*u_train.jsonl"):
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "last").exists()
+
+
 def test_out_of_memory_message_suggests_accumulation(tmp_path):
     from uvlm.train import out_of_memory
     from uvlm.train_config import TrainConfig
