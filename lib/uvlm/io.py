@@ -82,12 +82,27 @@ def load_npz(path, stage: str | None = None) -> dict:
 
 def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Write a safetensors file atomically. Metadata values are stored as JSON strings."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    blob = _canonical_header(save(tensors, metadata=meta))
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(blob)
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the metadata from a hash map, in an order that changes from one process
+    to the next, so the same weights gave files of other bytes, and DVC re-ran every stage
+    downstream of an unchanged checkpoint. Tensor offsets count from the end of the header, so
+    only the header is rewritten (padded with spaces to 8 bytes, as the format allows).
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + blob[8 + n:]
 
 
 def load_tensors(path, stage: str | None = None, device="cpu"):

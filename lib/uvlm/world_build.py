@@ -156,10 +156,12 @@ def build_world(world_cfg: WorldConfig, seed: int, out_dir, progress: bool = Tru
         "splits": {name: _stats(name, splits[name]) for name in ALL_SPLITS},
         "u_g_train_shared_images": overlap,
         "unk_tokens": unk,
-        "seconds": {"records": round(t_records, 2), "render": round(t_render, 2), "total": round(time.time() - t0, 2)},
     }
+    # Timings stay out of data/world: its hash must change only when the world does, or a re-run
+    # after a comment-only edit would re-run every stage downstream. The caller gets them.
     write_json(out_dir / "world.json", summary)
-    return summary
+    return summary | {"seconds": {"records": round(t_records, 2), "render": round(t_render, 2),
+                                  "total": round(time.time() - t0, 2)}}
 
 
 # ---------------------------------------------------------------- readers for later stages
