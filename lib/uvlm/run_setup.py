@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import plans as P
-from .data import Vocab, load_split, load_text_tokenizer, read_codes
+from .data import Vocab, check_codes_match, load_split, load_text_tokenizer, read_codes
 from .errors import CheckpointError, ConfigError, UVLMError
 
 TASK_SPLITS = {"u": ("u_train", "u_val"), "g": ("g_train", "g_val")}
@@ -22,6 +22,7 @@ def vocab_for(cfg):
     world_dir = cfg.paths.data / "world"
     tokenizer = load_text_tokenizer(world_dir)
     vocab = Vocab(n_text=len(tokenizer), codebook_size=cfg.tokenizer.codebook_size)
+    check_codes_match(cfg.paths.data, vocab.codebook_size)
     codes = read_codes(cfg.paths.data / "tokenizer", "u_val")
     if codes.size and int(codes.max()) >= vocab.codebook_size:
         raise UVLMError(f"data/tokenizer/codes.npz holds codes up to {int(codes.max())} but "
