@@ -92,9 +92,18 @@ def _write_run(cfg, run, tasks):
     write_json(out / "train_summary.json", {"steps": 40, "best": {t: {"val_loss": 1.5, "step": 20} for t in tasks}})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _two_threads():
+    """This module's tests run with 2 threads, and leave the count as they found it: a count left
+    behind changes the rounding of every later test's matmuls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("eval")
     cfg = _cfg(root)
     splits = _write_world(cfg)
