@@ -188,7 +188,8 @@ def test_aggregate_over_seeds_and_table(setup):
     cfg, _ = setup
     res = evaluate_seeds(cfg, "g_hmgen", out_path=cfg.paths.figures / "metrics" / "g_hmgen.json", progress=False)
     assert res["aggregate"]["g"]["generation"]["all"]["fd"]["n"] == 1
-    assert (cfg.paths.figures / "metrics" / "g_hmgen.json").exists()
+    committed = json.loads((cfg.paths.figures / "metrics" / "g_hmgen.json").read_text())
+    assert committed["machine"]["cpu"] and committed["machine"]["cores"] >= 1  # scores depend on the host
     df = table_frame(res)
     assert "FID" in df.columns and "GQA" not in df.columns
 

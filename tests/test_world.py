@@ -273,5 +273,7 @@ def test_timings_stay_out_of_the_cached_outputs(tiny_world, tmp_path, monkeypatc
     metrics = build_tokenizer(cfg.tokenizer, cfg.seed, tmp_path / "world", tmp_path / "tokenizer",
                               probe=probe.load_probe(tmp_path / "probe" / "probe.safetensors"), progress=False)
     assert world["seconds"]["total"] >= 1000 and summary["seconds"] >= 1000 and metrics["train_seconds"] >= 1000
+    assert metrics["machine"]["cpu"]  # reported with the committed metrics, kept out of data/tokenizer
+    assert "machine" not in json.loads((tmp_path / "tokenizer" / "metrics.json").read_text())
     for name in ("world", "probe", "tokenizer"):
         assert _file_hashes(tmp_path / name) == _file_hashes(cfg.paths.data / name), name

@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from .data import CODES_META
+from .devices import machine
 from .errors import MissingInputError
 from .io import load_npz, read_json, save_npz, write_json
 from .vq import VQConfig, cpu_threads, evaluate_vq, load_vq, save_vq, train_vq
 from .vq_figures import save_reconstruction_figure
 
 DATA_STAGE = "data"
-TIMING_KEYS = ("train_seconds",)  # returned by build_tokenizer, never written into data/tokenizer
+# Returned by build_tokenizer (the notebook commits them in figures/metrics), never written into
+# data/tokenizer, whose hash must not change with the clock or the host.
+HOST_KEYS = ("train_seconds", "machine")
 MAX_EVAL_IMAGES = 2000  # enough for stable metrics; keeps the probe pass short on CPU
 
 
@@ -121,11 +124,12 @@ def build_tokenizer(vq_cfg: VQConfig, seed: int, world_dir, out_dir, probe=None,
         "eval_splits": eval_names or train_names,
         "encoded_splits": {name: int(len(c)) for name, c in codes.items()},
         "made_from": made_from,
+        "machine": machine(),
         "config": dataclasses.asdict(vq_cfg),
     }
     # Written last: marks the stage complete. Without the training time, so data/tokenizer's hash
     # changes only when the tokenizer does; the caller gets the time with the metrics.
-    write_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if k not in TIMING_KEYS})
+    write_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if k not in HOST_KEYS})
     return metrics
 
 
