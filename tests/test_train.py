@@ -71,6 +71,25 @@ def test_resume_with_changed_settings_refuses(tiny_world, tmp_path):
         train_run(changed, "u_base", 0, out_dir=tmp_path / "r", progress=False)
 
 
+def test_the_stage_trains_a_finished_run_of_other_settings_again_but_keeps_a_cut_one(tiny_world, tmp_path):
+    """Run folders persist across `dvc repro`: a finished run (which DVC cached) of other settings
+    is trained again, a cut one (not cached anywhere) is refused, never deleted."""
+    from uvlm.train import drop_superseded_run
+    from uvlm.run_setup import run_dir
+    cfg = load_config(tiny_world, {"paths": {"data": str(tmp_path)}})
+    for sub in ("world", "tokenizer"):
+        (tmp_path / sub).symlink_to(load_config(tiny_world).paths.data / sub)
+    changed = load_config(tiny_world, {"paths": {"data": str(tmp_path)}, "train": {"lr": 0.002}})
+    out = run_dir(cfg, "u_base", 0)
+    train_run(cfg, "u_base", 0, stop_after=3, progress=False)
+    assert not drop_superseded_run(changed, "u_base", 0) and (out / "last").exists()
+    with pytest.raises(UVLMError, match=r"(?s)saved at step 3.*train.lr.*Put those values back"):
+        train_run(changed, "u_base", 0, progress=False)
+    train_run(cfg, "u_base", 0, progress=False)
+    assert not drop_superseded_run(cfg, "u_base", 0)  # same settings: reused as it is
+    assert drop_superseded_run(changed, "u_base", 0) and not out.exists()
+
+
 def test_corrupt_checkpoint_is_named(tiny_world, tmp_path):
     cfg = load_config(tiny_world)
     train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=3, progress=False)

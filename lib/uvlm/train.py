@@ -267,6 +267,8 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     :func:`launch_run`. Either way a finished seed is reused and a cut one resumes.
     """
     tc = cfg.train
+    for seed in tc.seeds:
+        drop_superseded_run(cfg, run_name, seed)
     k = min(tc.parallel_seeds, len(tc.seeds))
     if k <= 1 or tc.num_processes > 1:
         return [launch_run(cfg, run_name, seed) for seed in tc.seeds]
@@ -286,6 +288,28 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     raise_failures(result, f"seeds of {run_name}")
     return [read_json(run_dir(cfg, run_name, seed) / "train_summary.json", stage=f"train@{run_name}")
             for seed in tc.seeds]
+
+
+def drop_superseded_run(cfg, run_name: str, seed: int) -> bool:
+    """Delete the run folder of a FINISHED run whose settings differ from ``cfg``'s -> whether it did.
+
+    The train stage keeps its folders across re-runs (``persist`` in dvc.yaml) so that a cut
+    stage resumes. A finished run of other settings is what the stage last produced, and so is
+    in DVC's cache; training it again under the new settings loses nothing. A cut run of other
+    settings is left alone, and :func:`train_run` refuses it by name: that work is not cached.
+    """
+    import shutil
+
+    out = run_dir(cfg, run_name, seed)
+    state = read_training_state(out / "last")
+    finished = (state is not None and (out / "train_summary.json").exists()
+                and not (Path(state["_dir"]) / "optim.safetensors").exists())
+    if not finished or not diff_settings(state["settings"], run_settings(cfg, run_name, seed)):
+        return False
+    print(f"[{run_name}/seed{seed}] '{out}' holds a finished run of other settings (DVC cached it when the "
+          "stage finished): training it again")
+    shutil.rmtree(out)
+    return True
 
 
 def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
@@ -319,8 +343,9 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     if state is not None:
         changed = diff_settings(state["settings"], settings)
         if changed:
-            raise UVLMError(f"refusing to resume '{out}': its settings differ from params.yaml:\n  "
-                            + "\n  ".join(changed) + f"\nDelete '{out}' to start this run over.")
+            raise UVLMError(f"refusing to resume '{out}' (saved at step {state['step']}): its settings differ from "
+                            "params.yaml:\n  " + "\n  ".join(changed) + "\nPut those values back to resume it, or "
+                            f"delete '{out}' to start this run over.")
         from .model import UVLM
         model.load_state_dict(UVLM.from_pretrained(Path(state["_dir"]) / "model").state_dict())
         if state["step"] < total:  # a finished run's checkpoint holds no optimizer state
