@@ -134,8 +134,7 @@ def _edit_params(project: Path, edit) -> str:
 @pytest.mark.parametrize("bad, named", [
     (lambda p: p.update(trian={"lr": 0.1}), "trian"),               # a section no stage lists
     (lambda p: p.update(preset="huge"), "preset"),                   # every stage lists it
-    (lambda p: p["paths"].update(figures=["not", "a", "path"]), "paths.figures"),
-], ids=["typo-section", "preset", "paths"])
+], ids=["typo-section", "preset"])
 def test_a_bad_params_file_fails_before_any_output_is_deleted(tiny_project, bad, named):
     kept = [tiny_project / "data" / "world" / "world.json", tiny_project / "figures" / "world_samples.png",
             tiny_project / "data" / "runs" / "u_base" / "seed0" / "final" / "model.safetensors"]
@@ -172,9 +171,9 @@ def test_a_train_stage_killed_mid_training_resumes_under_dvc_repro(tiny_project)
 
     run = tiny_project / "data" / "runs" / "u_kill" / "seed0"
     executed = tiny_project / "notebooks" / "executed" / "03_train_u_kill.ipynb"
-    # 40 epochs of the tiny U set: 320 steps, long enough to be killed mid-way.
+    # 12 epochs of the tiny U set: 96 steps, killed once the checkpoint of step 8 is on disk.
     original = _edit_params(tiny_project, lambda p: p["runs"].update(
-        u_kill={"task": "u", "accel": "base", "epochs_factor": 40.0}))
+        u_kill={"task": "u", "accel": "base", "epochs_factor": 12.0}))
     try:
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train@u_kill"], cwd=tiny_project,
                                 env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -187,9 +186,9 @@ def test_a_train_stage_killed_mid_training_resumes_under_dvc_repro(tiny_project)
         cut = read_training_state(run / "last")["step"]
         assert not (run / "train_summary.json").exists(), "killed too late: the run had finished"
         _dvc(tiny_project, "repro", "train@u_kill")
-        assert f"resuming at step {cut}/320" in executed.read_text()
+        assert f"resuming at step {cut}/96" in executed.read_text()
         steps = [int(r["step"]) for r in csv.DictReader((run / "train_log.csv").open())]
-        assert steps == list(range(1, 321))
+        assert steps == list(range(1, 97))
         assert json.loads((run / "train_summary.json").read_text())["finished"]
     finally:
         (tiny_project / "params.yaml").write_text(original)
