@@ -47,6 +47,7 @@ def test_repo_params_file_is_valid_under_every_preset(tmp_path):
     ("train:\n  loss_on: everything\n", "train.loss_on"),
     ("train:\n  seeds: []\n", "train.seeds"),
     ("seed: -1\n", "seed"),
+    ("paths:\n  figures: [not, a, path]\n", "paths.figures"),
     ("runs:\n  r: {task: uv, accel: base}\n", "runs.r.task"),
     ("runs:\n  r: {task: u, accel: base, epochs_factor: 0}\n", "runs.r.epochs_factor"),
     # K = round(0.9 x 4 layers) = 4 shallow layers, of at most 1: named on the key that was set.
