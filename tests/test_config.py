@@ -83,3 +83,16 @@ def test_set_edits_one_key_of_one_run_and_keeps_the_grid(tmp_path):
 def test_unreadable_yaml_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="params.yaml"):
         load_config(_params(tmp_path, "train: [unclosed\n"))
+
+
+def test_the_params_stage_names_the_bad_key_and_writes_a_constant_file(tmp_path, capsys):
+    """`python -m uvlm.params_check`, the pipeline's first stage: its output never changes, so a
+    valid edit re-runs only the stages whose keys changed."""
+    from uvlm import params_check
+    out = tmp_path / "checked.txt"
+    assert params_check.main([str(_params(tmp_path, "preset: tiny\ntrian: {lr: 1}\n")), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'trian'" in err and "No stage has run" in err and not out.exists()
+    for text in ("preset: tiny\n", "preset: tiny\ntrain: {lr: 0.002}\n"):
+        assert params_check.main([str(_params(tmp_path, text)), str(out)]) == 0
+        assert out.read_text() == params_check.CHECKED

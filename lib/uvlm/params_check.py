@@ -30,9 +30,8 @@ def main(argv=None) -> int:
     try:
         load_config(params)
     except (UVLMError, FileNotFoundError) as e:
-        print(f"error: {e}\n'{params}' was not changed by this check: fix the value there (`dvc exp run -S` "
-              "has already written it into the file) and run again. No stage has run and no output "
-              "was deleted.", file=sys.stderr)
+        print(f"error: {e}\nFix it in '{params}' and run again (a value given with `dvc exp run -S` is "
+              "already written there). No stage has run and no output was deleted.", file=sys.stderr)
         return 2
     write_text(out, CHECKED)
     return 0
