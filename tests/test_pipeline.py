@@ -66,6 +66,7 @@ def test_repro_writes_every_result(tiny_project):
     for run in runs:
         metrics = json.loads((figs / "metrics" / f"{run}.json").read_text())
         assert metrics, run
+        assert json.loads((figs / "headline" / f"{run}.json").read_text())["all"], run  # dvc metrics show
         assert (figs / "curves" / f"{run}.png").stat().st_size > 0
     for name in ("world_samples.png", "tokenizer_recon.png", "fig2_attention_maps.png",
                  "fig3_segment_shares_all.png", "fig3_segment_shares_output.png", "attention_evolution.png",

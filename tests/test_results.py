@@ -151,49 +151,19 @@ def test_standard_errors_by_hand():
 
 # ============================================================== verdicts
 
-def test_a_difference_inside_the_spread_is_not_a_win():
-    assert C.compare((10.0, 1.0, 3), (9.0, 1.0, 3), "GQA")["outcome"] == "within spread"
-    assert C.compare((13.0, 1.0, 3), (10.0, 1.0, 3), "GQA")["outcome"] == "better"
-    assert C.compare((3.0, 0.1, 3), (4.0, 0.1, 3), "FID")["outcome"] == "better"  # lower is better
-    single = C.compare((10.0, None, 1), (9.9, None, 1), "GQA")  # no noise estimate: the sign decides
-    assert single["outcome"] == "better" and single["single_seed"] and single["sign_only"]
-    assert C.compare(None, (1.0, None, 1), "GQA")["outcome"] == "missing"
-
-
 def _se(pct, n):
     return {"se": R.proportion_se(pct, n), "n": n}
 
 
-def test_a_difference_inside_the_sampling_noise_is_not_a_win():
-    # 55% vs 50% on 100 items: floor 2 * sqrt(4.975^2 + 5^2) = 14.1 > 5.
-    c = C.compare((55.0, None, 1), (50.0, None, 1), "GQA", _se(55, 100), _se(50, 100))
-    assert c["outcome"] == "within noise" and c["noise"] == pytest.approx(14.107, abs=1e-3) and not c["sign_only"]
-    # 70% vs 50% on 400 items: floor 2 * sqrt(2.291^2 + 2.5^2) = 6.78 < 20.
-    c = C.compare((70.0, None, 1), (50.0, None, 1), "GQA", _se(70, 400), _se(50, 400))
-    assert c["outcome"] == "better" and c["noise"] == pytest.approx(6.782, abs=1e-3)
-    assert C.compare((50.0, None, 1), (70.0, None, 1), "GQA", _se(50, 400), _se(70, 400))["outcome"] == "worse"
-    # Several seeds: the larger of spread and noise decides.
-    tight = C.compare((55.0, 0.5, 3), (50.0, 0.5, 3), "GQA", _se(55, 100), _se(50, 100))
-    assert tight["outcome"] == "within noise" and tight["limit"] == pytest.approx(14.107, abs=1e-3)
-    wide = C.compare((70.0, 15.0, 3), (50.0, 15.0, 3), "GQA", _se(70, 400), _se(50, 400))
-    assert wide["outcome"] == "within spread" and wide["limit"] == 30.0
-    # FID: a gap below the reconstruction floor does not count; lower is better.
-    assert C.compare((3.0, None, 1), (3.3, None, 1), "FID", {"floor": 0.5}, {"floor": 0.4})["outcome"] == \
-        "within noise"
-    assert C.compare((3.0, None, 1), (4.0, None, 1), "FID", {"floor": 0.5}, {"floor": 0.4})["outcome"] == "better"
-    # One side without an estimate: no floor, so one seed falls back to the sign (flagged).
-    assert C.compare((55.0, None, 1), (50.0, None, 1), "GQA", _se(55, 100), None)["sign_only"]
-
-
 def test_claims_show_what_is_within_noise(cfg):
-    res = R.Results(None, None, {}, R.run_info(cfg, SHAPES, VOCAB), R.roles(cfg))
+    res = R.from_values({}, R.run_info(cfg, SHAPES, VOCAB), R.roles(cfg))
     for run, u, g in (("u_base", 22.7, None), ("g_base", None, 3.34), ("ug_base", 28.0, 3.06)):
         for s in ("in_dist", "transfer"):
             for m in (R.U_HEADLINE if u is not None else ()):
-                res.stats[(run, s, m)] = (u, None, 1)
+                res.per_seed[(run, s, m)] = {0: u}
                 res.noise[(run, s, m)] = _se(u, 211)
             for m in (R.G_HEADLINE if g is not None else ()):
-                res.stats[(run, s, m)] = (g, None, 1)
+                res.per_seed[(run, s, m)] = {0: g}
                 if m != "G-NLL":
                     res.noise[(run, s, m)] = {"floor": 1.0} if m == "FID" else _se(g, 138)
     c4 = C.claims_c4_c6(res)[0]
@@ -207,23 +177,31 @@ def test_claims_show_what_is_within_noise(cfg):
     assert "(single seed; G-NLL judged by sign only (no noise estimate))" in md and "within noise" in md
 
 
-def _stats(values: dict) -> dict:
-    """{run: (u_value, g_value)} -> summary lookup, same numbers on both subsets, std 1 over 3 seeds."""
+# Each run's three seeds sit at value -1, 0, +1 (std 1), in an order of the run's own, so that the
+# paired differences of two runs vary over seeds as independent runs' do: sd 1, 1.73 or 2, that is
+# 95% half-widths of 2.48, 4.30 or 4.97 over three seeds.
+OFFSETS = {"u_base": (-1, 0, 1), "g_base": (-1, 0, 1), "ug_base": (1, 0, -1), "u_himix": (0, 1, -1),
+           "g_hmgen_k3": (0, -1, 1), "g_hmgen_k5": (1, -1, 0), "ug_himix_hmgen_shareall": (-1, 1, 0),
+           "ug_himix_hmgen_sharepartial": (0, -1, 1), "u_base_x2": (1, -1, 0)}
+
+
+def _seeds(run, value, metric=""):
+    sign = -1 if metric == "Attr-Acc" else 1  # the g value is "lower is better": Attr-Acc gets its negative
+    return {s: sign * float(value + o) for s, o in enumerate(OFFSETS[run])}
+
+
+def _values(values: dict, subsets=("in_dist", "transfer")) -> dict:
+    """{run: (u_value, g_value)} -> {(run, subset, metric): {seed: value}}, same numbers on both subsets."""
     out = {}
     for run, (u, g) in values.items():
-        for s in ("in_dist", "transfer"):
-            for m in R.U_HEADLINE:
-                if u is not None:
-                    out[(run, s, m)] = (u, 1.0, 3)
-            for m in R.G_HEADLINE:
-                if g is not None:
-                    out[(run, s, m)] = ((-g if m == "Attr-Acc" else g), 1.0, 3)  # g: lower is better
+        for s in subsets:
+            out.update({(run, s, m): _seeds(run, u) for m in R.U_HEADLINE if u is not None})
+            out.update({(run, s, m): _seeds(run, g, m) for m in R.G_HEADLINE if g is not None})
     return out
 
 
 def _results(cfg, values):
-    info = R.run_info(cfg, SHAPES, VOCAB)
-    return R.Results(None, None, _stats(values), info, R.roles(cfg))
+    return R.from_values(_values(values), R.run_info(cfg, SHAPES, VOCAB), R.roles(cfg))
 
 
 def test_no_synergy_makes_c5_c6_not_testable(cfg):
@@ -237,18 +215,17 @@ def test_no_synergy_makes_c5_c6_not_testable(cfg):
 
 
 def test_synergy_lost_and_partly_restored(cfg):
-    res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (60, 5),
+    res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (60, 4),
                          "u_himix": (45, None), "g_hmgen_k3": (None, 10),
                          "ug_himix_hmgen_shareall": (30, 12), "ug_himix_hmgen_sharepartial": (40, 11)})
     c4, c5, c6 = C.claims_c4_c6(res)
-    # Share partial restores U (40 vs 30) but its G is inside the spread (11 vs 12, stds 1 + 1).
+    # Share partial restores U (40 vs 30) but its G is inside the seed interval (11 vs 12, half-width 4.3).
     assert (c4["verdict"], c5["verdict"], c6["verdict"]) == (C.REPRODUCED, C.REPRODUCED, C.PARTLY)
-    res.stats.update({("ug_himix_hmgen_sharepartial", s, m): ((-8.0 if m == "Attr-Acc" else 8.0), 1.0, 3)
-                      for s in ("in_dist", "transfer") for m in R.G_HEADLINE})
+    res.per_seed.update(_values({"ug_himix_hmgen_sharepartial": (None, 6)}))  # 6 vs 12: beyond it
     assert C.claims_c4_c6(res)[2]["verdict"] == C.REPRODUCED
     # Synergy on U only, in one subset only -> partly.
-    res.stats.update({(r, "transfer", m): (50.0, 1.0, 3) for r in ("ug_base", "u_base") for m in R.U_HEADLINE})
-    res.stats.update({("ug_base", s, m): (10.0, 1.0, 3) for s in ("in_dist", "transfer") for m in R.G_HEADLINE})
+    res.per_seed.update(_values({"ug_base": (50, None), "u_base": (50, None)}, subsets=("transfer",)))
+    res.per_seed.update(_values({"ug_base": (None, 10)}))
     c4, c5, _ = C.claims_c4_c6(res)
     assert c4["details"]["per_subset"] == {"in_dist": C.PARTLY, "transfer": C.NOT_AT_SCALE}
     assert c4["verdict"] == C.PARTLY
@@ -269,13 +246,13 @@ def test_c1_c2_c3(cfg):
     assert mild["verdict"] == C.PARTLY and "mild decline" in mild["numbers"] and mild["details"]["asymmetry"]
     assert C.claim_c1(ratios([0.30, 0.45]))["verdict"] == C.REPRODUCED
     res = _results(cfg, {"u_base": (50, None), "u_himix": (46, None), "g_base": (None, 10),
-                         "g_hmgen_k3": (None, 10.5), "g_hmgen_k5": (None, 14)})
+                         "g_hmgen_k3": (None, 10.5), "g_hmgen_k5": (None, 16)})
     res.info["u_himix"]["flops_rel"] = 0.3
     c2 = C.claim_c2(res)
-    assert c2["verdict"] == C.REPRODUCED and c2["details"]["mean_retention"] == pytest.approx(0.92)
+    assert c2["verdict"] == C.REPRODUCED and c2["details"]["mean_retention"]["in_dist"] == pytest.approx(0.92)
     res.info["u_himix"]["flops_rel"] = 0.8  # a small cut is not "hard"
     assert C.claim_c2(res)["verdict"] == C.PARTLY
-    c3 = C.claim_c3(res)  # K3 within spread (kept), K5 clearly worse
+    c3 = C.claim_c3(res)  # K3 within the seed interval (kept), K5 clearly worse (16 vs 10, half-width 4.3)
     assert c3["verdict"] == C.PARTLY
     md = C.claims_markdown([C.claim_c1(att), c2, c3], "tiny", [0, 1, 2])
     assert md.count("\n- **C") == 3 and "Verdict: **partly**" in md
@@ -342,25 +319,25 @@ def test_loss_view_is_reported_beside_the_verdicts_and_never_decides_them(cfg):
     res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (50, 12),
                          "u_himix": (50, None), "g_hmgen_k3": (None, 10),
                          "ug_himix_hmgen_shareall": (50, 12), "ug_himix_hmgen_sharepartial": (50, 12)})
-    nll = {"u_base": (0.155, 0.005), "ug_base": (0.098, 0.024), "u_himix": (0.151, 0.007),
-           "ug_himix_hmgen_shareall": (0.176, 0.014), "ug_himix_hmgen_sharepartial": (0.167, 0.007)}
-    for run, (mean, std) in nll.items():
+    nll = {"u_base": (0.150, 0.155, 0.160), "ug_base": (0.090, 0.098, 0.106), "u_himix": (0.140, 0.151, 0.162),
+           "ug_himix_hmgen_shareall": (0.171, 0.176, 0.181), "ug_himix_hmgen_sharepartial": (0.150, 0.167, 0.184)}
+    for run, by_seed in nll.items():
         for s in ("in_dist", "transfer"):
-            res.stats[(run, s, C.LOSS_VIEW)] = (mean, std, 3)
+            res.per_seed[(run, s, C.LOSS_VIEW)] = dict(enumerate(by_seed))
     before = [c["verdict"] for c in C.claims_c4_c6(res)]
     c4, c5, c6 = C.claims_c4_c6(res)
     assert [c4["verdict"], c5["verdict"], c6["verdict"]] == before == [C.NOT_AT_SCALE, C.NOT_TESTABLE,
                                                                          C.NOT_TESTABLE]
-    # 0.098 vs 0.155: a gap of 0.057 beyond the spread 0.024 + 0.005 -> better (lower is better).
+    # 0.098 vs 0.155: paired gaps 0.060, 0.057, 0.054 (sd 0.003), half-width 4.303 * 0.003 / sqrt(3) = 0.0075.
     assert c4["details"]["loss_view"]["in_dist"]["outcome"] == "better"
-    assert "Loss view (reported, not part of the verdict): in-dist U-NLL 0.098 vs 0.155 (±0.029), better" \
+    assert "Loss view (reported, not part of the verdict): in-dist U-NLL 0.098 vs 0.155 (±0.0075), better" \
         in c4["numbers"]
     assert c5["details"]["loss_view"]["in_dist"]["outcome"] == "worse"          # 0.176 vs HiMix's 0.151
-    assert c6["details"]["loss_view"]["in_dist"]["outcome"] == "within spread"  # 0.167 vs 0.176 (±0.021)
+    assert c6["details"]["loss_view"]["in_dist"]["outcome"] == "within spread"  # gaps 0.021, 0.009, -0.003
     c2 = C.claim_c2(res)
     assert c2["details"]["loss_view"]["transfer"]["outcome"] == "within spread"
     # One seed and no item-level noise: the sign only, and the text says so.
-    res.stats.update({(r, s, C.LOSS_VIEW): (m, None, 1) for r, (m, _) in nll.items() for s in ("in_dist", "transfer")})
+    res.per_seed.update({(r, s, C.LOSS_VIEW): {0: v[1]} for r, v in nll.items() for s in ("in_dist", "transfer")})
     assert "U-NLL 0.098 vs 0.155 (no noise estimate: sign only)" in C.claims_c4_c6(res)[0]["numbers"]
 
 
@@ -429,21 +406,21 @@ def test_a_step_matched_baseline_is_a_control_never_a_baseline(tmp_path):
 
     values = {"u_base": (50, None), "g_base": (None, 10), "ug_base": (60, 12), "u_himix": (50, None),
               "g_hmgen_k3": (None, 10), "ug_himix_hmgen_shareall": (50, 12), "ug_himix_hmgen_sharepartial": (50, 12)}
-    res = R.Results(None, None, _stats(values), info, rl)
+    res = R.from_values(_values(values), info, rl)
     plain = C.claims_c4_c6(res)[0]
     assert "Step-matched view" not in plain["numbers"]  # no control run scored: nothing to report
-    res.stats.update(_stats({"u_base_x2": (65, None)}))
+    res.per_seed.update(_values({"u_base_x2": (65, None)}))
     c4 = C.claims_c4_c6(res)[0]
     assert c4["verdict"] == plain["verdict"] == C.PARTLY  # U beats u_base, G does not; the control never decides
     u = c4["details"]["step_matched"]["u"]["in_dist"]
-    assert u["runs"] == ["ug_base", "u_base_x2"] and u["worse"] == 5  # 60 vs 65, stds 1 + 1
+    assert u["runs"] == ["ug_base", "u_base_x2"] and u["worse"] == 5  # 60 vs 65: gaps -5, -4, -6
     assert "Step-matched view" in c4["numbers"] and "against u_base_x2 (2x epochs)" in c4["numbers"]
     # The synergy figure's frame shows the same comparison, U side only (no G control in this grid).
     syn = R.synergy_frame(res)
     matched = syn[syn.comparison == "unified vs isolated (base, step-matched)"]
     assert set(matched.task) == {"u"} and (matched.isolated == 65).all() and (matched.gain == -5).all()
     assert "unified vs isolated (base, step-matched)" not in set(R.synergy_frame(
-        R.Results(None, None, _stats(values), info, {**rl, "u_base_long": None})).comparison)
+        R.from_values(_values(values), info, {**rl, "u_base_long": None})).comparison)
 
 
 @pytest.mark.parametrize("record", ["figures/gpu/grid", "figures/gpu/step_matched", "figures/gpu/parallel",

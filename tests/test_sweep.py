@@ -114,6 +114,21 @@ def test_job_overrides_start_prior_runs_from_their_prior(tmp_path):
     load_config(write_tiny_params(tmp_path), over)  # a valid config
 
 
+def test_user_overrides_reach_every_job_under_the_jobs_own_settings(tmp_path, monkeypatch):
+    """A notebook's overrides (KEY=VALUE) apply to every job process; the job's own keys still win."""
+    from uvlm import sweep_runner
+    from uvlm.sweep_job import job_config
+
+    params = write_tiny_params(tmp_path)
+    job = train_jobs(load_config(params))[0]
+    cfg = job_config(params, job, sets=["world.n_val=12", "train.lr=0.5"])
+    assert cfg.world.n_val == 12 and cfg.train.lr == job.lr
+    seen = {}
+    monkeypatch.setattr(sweep_runner, "run_processes", lambda commands, *a, **k: seen.update(commands))
+    sweep_runner.run_jobs(params, [job], 1, 1e9, tmp_path / "logs", sets=["world.n_val=12"])
+    assert seen[job.id][-2:] == ["--set", "world.n_val=12"]
+
+
 def test_scheduler_runs_big_jobs_alone():
     small, big = Job("train", "u", "16x1", 8, False, 0, 1e-3), Job("train", "ug", "1024x12", 8, False, 0, 1e-3)
     assert schedule_order([small, big])[0] == big
@@ -126,6 +141,12 @@ def test_scheduler_runs_big_jobs_alone():
 
 
 # ------------------------------------------------------------------ gaps
+
+def _frame(results):
+    """The results' frame without the best-validation-loss rows (tested on their own)."""
+    f = results_frame(results)
+    return f[f.metric != "val_loss"]
+
 
 def _result(task, seed, metrics: dict, size="16x1", prior=False, epochs_factor=1.0):
     job = Job("train", task, size, 64, prior, seed, 1e-3, epochs_factor=epochs_factor)
@@ -144,7 +165,7 @@ def test_gap_is_signed_so_that_positive_means_unified_helps():
                         ("ug", {"u": {"gqa_acc": 55.0 + 2 * noise}, "g": {"image_nll": 3.5 + 2 * noise}})):
             k, v = _result(task, seed, m)
             results[k] = v
-    gaps = gap_frame(results_frame(results))
+    gaps = gap_frame(_frame(results))
     by = gaps.groupby(["task", "metric"]).gap.mean()
     assert by[("u", "gqa_acc")] == pytest.approx(5.0)     # higher accuracy: +
     assert by[("g", "image_nll")] == pytest.approx(-0.5)  # higher NLL: -
@@ -161,7 +182,7 @@ def test_step_matched_gap_compares_with_the_control_and_leaves_the_plain_gap_alo
                             ("ug", {"u": {"answer_nll": 0.25 + d}}, 1.0)):
             k, v = _result(task, seed, m, epochs_factor=ef)
             results[k] = v
-    frame = results_frame(results)
+    frame = _frame(results)
     plain, matched = gap_frame(frame), gap_frame(frame, 2.0)
     assert len(plain) == len(matched) == 3  # one isolated partner per seed, not two
     assert plain.gap.mean() == pytest.approx(0.05) and matched.gap.mean() == pytest.approx(-0.05)
@@ -193,7 +214,7 @@ def test_gap_within_seed_spread_is_not_a_verdict():
         for task, m in (("u", {"u": {"gqa_acc": 50.0}}), ("ug", {"u": {"gqa_acc": 50.0 + d}})):
             k, v = _result(task, seed, m)
             results[k] = v
-    summary = summarise_gaps(gap_frame(results_frame(results)))
+    summary = summarise_gaps(gap_frame(_frame(results)))
     assert list(summary.verdict) == ["within noise"]
 
 
@@ -338,3 +359,35 @@ def test_pool_children_die_with_a_killed_pool(tmp_path):
         time.sleep(0.05)
     os.kill(child_pid, signal.SIGKILL)
     pytest.fail("the job process outlived its killed pool")
+
+
+def test_the_best_validation_loss_is_a_gap_metric_of_each_task():
+    results = {}
+    for task, best in (("u", {"u": 0.09}), ("ug", {"u": 0.03, "g": 3.0}), ("g", {"g": 3.1})):
+        k, v = _result(task, 0, {})
+        v["best"] = {t: {"val_loss": x, "step": 10} for t, x in best.items()}
+        results[k] = v
+    gaps = gap_frame(results_frame(results)).set_index("task")
+    assert gaps.loc["u", "gap"] == pytest.approx(0.06) and gaps.loc["g", "gap"] == pytest.approx(0.1)
+    assert set(gaps.metric) == {"val_loss"}
+
+
+def test_converged_jobs_evaluate_each_epoch_and_cap_at_max_epochs(tmp_path):
+    from uvlm.sweep_plan import job_overrides, train_jobs
+    cfg = _cfg(tmp_path, "  patience: 3\n  max_epochs: 5.0\n  size_axis_data: 32\n  lr_check_sizes: [\"32x2\"]")
+    jobs = train_jobs(cfg)
+    size_axis = {j.data_n for j in jobs if j.size == "32x2" and j.lr_factor == 1.0}  # 16x1 is the data axis
+    assert size_axis == {32}  # the size axis runs at size_axis_data, not at the largest data size
+    assert {j.size for j in jobs if j.lr_factor != 1.0} == {"32x2"}
+    job = next(j for j in jobs if j.task == "u" and j.data_n == 64)
+    tr = job_overrides(cfg, job)["train"]
+    epoch = -(-64 // cfg.sweep.batch_size)
+    assert tr["patience"] == 3 and tr["max_epochs"] == 5.0 and tr["eval_every"] == epoch
+
+
+@pytest.mark.parametrize("lines, key", [("  patience: 3", "sweep.patience"),
+                                        ("  size_axis_data: 7", "sweep.size_axis_data"),
+                                        ("  lr_check_sizes: [\"99x9\"]", "sweep.lr_check_sizes")])
+def test_converged_sweep_settings_are_checked(tmp_path, lines, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _cfg(tmp_path, lines)

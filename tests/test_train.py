@@ -397,3 +397,70 @@ def test_epochs_factor_trains_a_run_for_that_many_more_steps(tiny_world, tmp_pat
     base = train_run(cfg, "u_base", 0, out_dir=tmp_path / "base", progress=False)
     longer = train_run(cfg, "u_long", 0, out_dir=tmp_path / "long", progress=False)
     assert longer["steps"] == 2 * base["steps"]
+
+
+def _stopping(tiny_world, **train):
+    return load_config(tiny_world, {"train": {"patience": 1, "max_epochs": 4.0, **train}})
+
+
+def test_early_stopping_stops_when_validation_stalls(tiny_world, tmp_path):
+    # min_delta 0.99: no evaluation after the first can improve by 99%, so with patience 1 the run
+    # stops at its second evaluation, far below the cap of 4 epochs.
+    cfg = _stopping(tiny_world, min_delta=0.99)
+    s = train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    ev = cfg.train.eval_every
+    assert s["finished"] and s["stopped_early"]
+    assert s["steps"] == s["stopped_step"] == 2 * ev < s["cap_steps"]
+    assert s["best"]["u"]["step"] == ev  # never a best beyond what the run trained
+    assert (tmp_path / "r" / "best_u").is_dir() and (tmp_path / "r" / "final").is_dir()
+    import csv
+    rows = list(csv.DictReader((tmp_path / "r" / "val_log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [ev, 2 * ev]
+    assert all(float(r["val_se_u"]) > 0 for r in rows)  # the item noise of each evaluation
+
+
+def test_without_patience_the_run_trains_to_its_end(tiny_world, tmp_path):
+    cfg = load_config(tiny_world, {"train": {"epochs": 2.0}})
+    s = train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert not s["stopped_early"] and s["steps"] == s["cap_steps"]
+    assert s["best"]["u"]["step"] <= s["steps"]
+
+
+def test_early_stopping_resumes_where_it_would_have_stopped(tiny_world, tmp_path):
+    cfg = _stopping(tiny_world, min_delta=0.99)
+    full = train_run(cfg, "u_base", 0, out_dir=tmp_path / "full", progress=False)
+    part = train_run(cfg, "u_base", 0, out_dir=tmp_path / "part", stop_after=cfg.train.eval_every, progress=False)
+    assert not part["finished"]
+    done = train_run(cfg, "u_base", 0, out_dir=tmp_path / "part", progress=False)
+    assert done["stopped_early"] and done["steps"] == full["steps"] and done["best"] == full["best"]
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A stopped run is finished: calling it again trains nothing more.
+    again = train_run(cfg, "u_base", 0, out_dir=tmp_path / "part", progress=False)
+    assert again["steps"] == full["steps"] and again["stopped_early"]
+    assert not (tmp_path / "part" / "last" / "optim.safetensors").exists()
+
+
+def test_a_unified_run_trains_on_while_either_task_improves():
+    from uvlm.train import EarlyStop
+    stop = EarlyStop(["g", "u"], patience=2, min_delta=0.01)
+    best = {"u": float("inf"), "g": float("inf")}
+    for u, g in [(1.0, 3.0), (0.9, 3.1), (0.8, 3.2), (0.7, 3.3)]:  # U improves, G is stale from the 2nd
+        for t, v in (("u", u), ("g", g)):
+            if stop.update(t, v, best[t]):
+                best[t] = v
+        assert not stop.done
+    for _ in range(2):  # now U stalls too (0.699 is within the 1% min_delta of 0.7)
+        stop.update("u", 0.699, best["u"])
+        stop.update("g", 3.4, best["g"])
+    assert stop.done and stop.stale == {"u": 2, "g": 5}
+    assert not EarlyStop(["u"], None, 0.0, {"u": 99}).done  # no patience: never stops
+
+
+@pytest.mark.parametrize("train, key", [({"patience": 3}, "train.max_epochs"),
+                                        ({"max_epochs": 4.0}, "train.max_epochs"),
+                                        ({"patience": 0, "max_epochs": 4.0}, "train.patience"),
+                                        ({"min_delta": 1.0}, "train.min_delta")])
+def test_early_stopping_settings_are_checked(tiny_world, train, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(tiny_world, {"train": train})

@@ -325,7 +325,7 @@ class Variant:
 # The grid of variants
 # ---------------------------------------------------------------------------------------------
 def bench_config(preset: str, params_path=None, sets=None):
-    from .train_cli import parse_sets
+    from .overrides import parse_sets
     overrides = parse_sets(sets, flag="bench.sets")
     if params_path is not None:
         return load_config(params_path, sets=overrides)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from . import schema
 from .attention_ops import AttnCallback, himix_kernel, rope_inv_freq
 from .errors import CheckpointError, ConfigError
+from .hf_auto import MODEL_TYPE  # config.json's model_type, for transformers' Auto classes
 from .io import load_tensors, save_tensors, write_json
 from .kv_cache import KVCache
 from .layers import DecoderLayer, LayerContext, RMSNorm, rms_normalize
@@ -296,7 +297,7 @@ class UVLM(nn.Module):
             state.pop("lm_head.weight")  # shared with tok_emb.weight; safetensors stores it once
         cfg = dataclasses.asdict(self.config)
         save_tensors(directory / WEIGHTS_FILE, state, metadata={"format": "uvlm", "config": cfg})
-        write_json(directory / CONFIG_FILE, cfg)
+        write_json(directory / CONFIG_FILE, {"model_type": MODEL_TYPE, **cfg})
 
     @classmethod
     def from_pretrained(cls, directory, plan: Optional[list[LayerMode]] = None,
@@ -310,6 +311,9 @@ class UVLM(nn.Module):
             raise CheckpointError(f"checkpoint config '{cfg_path}' does not exist")
         try:
             raw = json.loads(cfg_path.read_text())
+            kind = raw.pop("model_type", MODEL_TYPE)  # checkpoints written before it was recorded have none
+            if kind != MODEL_TYPE:
+                raise ConfigError("model_type", kind, f"'{MODEL_TYPE}' (a checkpoint of uvlm.model.UVLM)")
             cfg = schema.build(UVLMConfig, raw, prefix="model")
         except (json.JSONDecodeError, ConfigError) as e:
             raise CheckpointError(f"checkpoint config '{cfg_path}' is invalid: {e}") from e

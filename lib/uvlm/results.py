@@ -14,10 +14,15 @@ Inputs (all written by earlier stages):
 Baselines: U-only runs are compared with the U-only baseline, G-only runs with the
 G-only baseline, unified runs with the unified baseline (the run of the same task with
 ``accel: base``).
+
+How large a difference between two runs must be to count (:func:`compare`) is decided here,
+beside the noise it is measured against; ``uvlm.claims.VERDICT_RULE`` states that rule in words,
+and the claims and the synergy figure both use :func:`compare`, so they cannot disagree.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -148,7 +153,7 @@ def task_weights(cfg, spec, sizes: dict) -> dict:
     if spec.task != "ug":
         return {spec.task: 1.0}
     tc = cfg.train
-    steps = unified_steps(sizes["u"], sizes["g"], tc.batch_size, tc.epochs * spec.steps_scale, tc.mix_ratio)
+    steps = unified_steps(sizes["u"], sizes["g"], tc.batch_size, tc.cap_epochs * spec.steps_scale, tc.mix_ratio)
     total = sum(steps.values())
     return {t: n / total for t, n in steps.items()}
 
@@ -271,12 +276,120 @@ def lookup(summary) -> dict:
             for r in summary.itertuples(index=False)}
 
 
+def per_seed_values(frame) -> dict:
+    """{(run, subset, metric): {seed: value}} of a :func:`tidy_frame`: what the paired
+    comparisons of :func:`compare` read."""
+    out = defaultdict(dict)
+    for r in frame.itertuples(index=False):
+        out[(r.run, r.subset, r.metric)][int(r.seed)] = float(r.value)
+    return dict(out)
+
+
+def stats_of(values: dict) -> dict:
+    """{key: (mean, sample std or None below two seeds, n)} of {key: {seed: value}}, as :func:`lookup`."""
+    out = {}
+    for key, by_seed in values.items():
+        v = np.asarray(list(by_seed.values()), dtype=float)
+        out[key] = (float(v.mean()), float(v.std(ddof=1)) if len(v) >= 2 else None, len(v))
+    return out
+
+
+# ============================================================== best checkpoint against the step cap
+
+AT_CAP, BEFORE_CAP, UNKNOWN = "at cap", "before cap", "unknown"
+
+
+class BestAtCapWarning(UserWarning):
+    """A run's best checkpoint sits at its step cap: the cap, not convergence, may have chosen it."""
+
+
+def best_vs_cap(summary: dict) -> dict:
+    """{task: {"status", "best_step", "cap_steps", "eval_every", "stopped_early"}} of one seed's
+    ``train_summary.json``.
+
+    The best checkpoint is "at cap" when it comes from the last evaluation before the step cap
+    (best step > cap_steps - eval_every): validation loss was still falling at the last look,
+    so a longer run might have found a better checkpoint and the cap, not convergence, decided
+    the result. Summaries written before the cap was recorded lack cap_steps / eval_every; their
+    status is "unknown", never guessed from the steps they trained.
+    """
+    cap, every = summary.get("cap_steps"), summary.get("eval_every")
+    out = {}
+    for task, best in sorted((summary.get("best") or {}).items()):
+        step = (best or {}).get("step")
+        known = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (cap, every, step))
+        status = UNKNOWN if not known else AT_CAP if step > cap - every else BEFORE_CAP
+        out[task] = {"status": status, "best_step": step, "cap_steps": cap, "eval_every": every,
+                     "stopped_early": summary.get("stopped_early")}
+    return out
+
+
+def convergence_table(cfg, runs=None) -> dict:
+    """{run: {seed: :func:`best_vs_cap`}} of every training summary there is (a seed without
+    one is left out: :func:`tidy_frame` already names a missing summary)."""
+    from .run_setup import run_dir
+    out = {}
+    for run in (cfg.runs if runs is None else runs):
+        for seed in cfg.train.seeds:
+            path = run_dir(cfg, run, seed) / "train_summary.json"
+            if path.exists():
+                out.setdefault(run, {})[int(seed)] = best_vs_cap(read_json(path))
+    return out
+
+
+def _cap_entries(convergence: dict, runs=None):
+    for run, by_seed in convergence.items():
+        if runs is None or run in runs:
+            for seed, tasks in sorted(by_seed.items(), key=lambda kv: int(kv[0])):
+                yield run, int(seed), tasks
+
+
+def at_cap(convergence: dict, runs=None) -> list[str]:
+    """``["u_base seed 0 (U)", ...]``: each run, seed and task whose best checkpoint is at the cap."""
+    return [f"{run} seed {seed} ({task.upper()})" for run, seed, tasks in _cap_entries(convergence, runs)
+            for task, e in tasks.items() if e["status"] == AT_CAP]
+
+
+def cap_unknown(convergence: dict, runs=None) -> list[str]:
+    """``["u_base seed 0", ...]``: the run/seeds whose summary does not say where the cap was."""
+    return [f"{run} seed {seed}" for run, seed, tasks in _cap_entries(convergence, runs)
+            if not tasks or any(e["status"] == UNKNOWN for e in tasks.values())]
+
+
+def cap_text(by_seed: dict) -> str:
+    """One run's table cell: "no", the seeds (and tasks) at the cap, or "unknown"."""
+    if not by_seed:
+        return "unknown"
+    conv = {"run": by_seed}
+    flagged = [f"{seed} ({task.upper()})" for _, seed, tasks in _cap_entries(conv)
+               for task, e in tasks.items() if e["status"] == AT_CAP]
+    unknown = len(cap_unknown(conv))
+    if unknown == len(by_seed):
+        return "unknown"
+    text = f"seed{'s' if len(flagged) > 1 else ''} {', '.join(flagged)}" if flagged else "no"
+    return text + (f"; {unknown} unknown" if unknown else "")
+
+
+def warn_best_at_cap(convergence: dict) -> str | None:
+    """Warn (:class:`BestAtCapWarning`) about every best checkpoint at its step cap; the message, or None."""
+    flagged = at_cap(convergence)
+    if not flagged:
+        return None
+    msg = (f"best checkpoint at the step cap (best step > cap_steps - eval_every) for {', '.join(flagged)}: "
+           "validation loss was still falling at the last evaluation, so the cap, not convergence, chose "
+           "these checkpoints; a longer cap (train.max_epochs) may change the scores compared here.")
+    warnings.warn(msg, BestAtCapWarning, stacklevel=2)
+    return msg
+
+
 # ============================================================== sampling noise of the test items
 
 # Percentages over independent items: the value's dict also holds the item count "n".
 # Attr-Acc is a share of prompt-named objects, but only the image count is saved; objects of
 # one image are not independent, and counting images (fewer items) overstates the noise.
-PROPORTIONS = ("GQA", "POPE-A", "POPE-P", "POPE-R", "SEED", "Attr-Acc")
+# POPE-Acc is the mean of the samplings' accuracies over all n POPE items: the pooled accuracy
+# when the samplings are of one size (as the benchmark builds them).
+PROPORTIONS = ("GQA", "POPE-A", "POPE-P", "POPE-R", "POPE-Acc", "SEED", "Attr-Acc")
 MME_CATEGORIES = {"MME-P": "perception", "MME-C": "reasoning"}
 
 
@@ -389,22 +502,108 @@ def _mean_entry(entries: list[dict]) -> dict:
     return {k: int(round(v)) if k == "n" else v for k, v in mean.items()}
 
 
+# ============================================================== comparing two runs
+
+# What a difference between two runs must exceed to count; uvlm.claims.VERDICT_RULE states
+# this rule in words, and every verdict and the synergy figure's whiskers come from compare().
+NOISE_Z = 2.0  # item floor = 2 SE of the difference: about a 95% two-sided test
+# Two-sided 95% Student-t quantiles, degrees of freedom 1-30 (no scipy in the environment).
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+       2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+       2.045, 2.042)
+
+
+def t95(df: int) -> float:
+    """Two-sided 95% Student-t quantile for ``df`` >= 1 degrees of freedom (table to 30; beyond it
+    the Cornish-Fisher expansion, within 1e-4)."""
+    if df < 1:
+        raise ValueError(f"a t quantile needs >= 1 degree of freedom, got {df}")
+    if df <= len(T95):
+        return T95[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def noise_floor(noise_a: dict | None, noise_b: dict | None) -> float | None:
+    """The smallest difference item sampling alone does not explain (entries of
+    :func:`noise_table`); None where either side has no estimate."""
+    if not noise_a or not noise_b:
+        return None
+    if "floor" in noise_a and "floor" in noise_b:
+        return max(noise_a["floor"], noise_b["floor"])
+    if "se" in noise_a and "se" in noise_b:
+        return NOISE_Z * math.hypot(noise_a["se"], noise_b["se"])
+    return None
+
+
+def compare(a: dict | None, b: dict | None, metric: str, noise_a: dict | None = None,
+            noise_b: dict | None = None) -> dict:
+    """Run a against run b on one metric and subset, by ``uvlm.claims.VERDICT_RULE``.
+
+    ``a`` / ``b``: {seed: value} of each run; ``noise_a`` / ``noise_b``: each run's item noise on
+    this metric ({"se"} or {"floor"}, from :func:`noise_table`). ``gain`` > 0 means a is better.
+
+    The seeds both runs have are paired (seed s against seed s: same initialisation seed, same
+    test items), so what varies between them is only what the seed changes. With k >= 2 pairs the
+    margin is the larger of the 95% t-interval half-width of the mean paired difference and the
+    item floor. The interval measures how the difference moves with the training seed on these
+    test items, and it already holds each model's own item noise (every seed errs on different
+    items). The floor measures what a fresh draw of test items could move, which no number of
+    seeds reveals because all seeds share the items. Each bounds a different source, so a
+    difference must clear both; adding them would count the per-model item noise twice.
+    With fewer than two pairs there is no interval and the item floor alone decides
+    (``single_seed``); with no floor either, the sign does (``sign_only``).
+    """
+    if not a or not b:
+        return {"outcome": "missing"}
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    paired = sorted(set(a) & set(b))
+    va = np.asarray([a[s] for s in paired] if paired else list(a.values()), dtype=float)
+    vb = np.asarray([b[s] for s in paired] if paired else list(b.values()), dtype=float)
+    gain = sign * float(va.mean() - vb.mean())
+    k = len(paired)
+    interval = t95(k - 1) * float(np.std(sign * (va - vb), ddof=1)) / math.sqrt(k) if k >= 2 else None
+    floor = noise_floor(noise_a, noise_b)
+    limit = max(interval or 0.0, floor or 0.0)
+    if abs(gain) > limit:
+        outcome = "better" if gain > 0 else "worse"
+    elif floor is not None and floor >= (interval or 0.0):
+        outcome = "within noise"
+    else:
+        outcome = "equal" if interval is None else "within spread"
+    return {"a": float(va.mean()), "b": float(vb.mean()), "gain": gain, "seeds": k, "interval": interval,
+            "noise": floor, "limit": limit, "single_seed": interval is None,
+            "sign_only": interval is None and floor is None, "outcome": outcome}
+
+
 @dataclass
 class Results:
     frame: object       # tidy per-seed DataFrame
     summary: object     # mean / std / n DataFrame
     stats: dict         # lookup of summary
-    info: dict          # run_info
+    info: dict          # run_info (with "best_at_cap", the table cell of each run's convergence)
     roles: dict
-    noise: dict = field(default_factory=dict)  # noise_table: item-sampling noise per (run, subset, metric)
+    noise: dict = field(default_factory=dict)     # noise_table: item-sampling noise per (run, subset, metric)
+    per_seed: dict = field(default_factory=dict)  # per_seed_values: {(run, subset, metric): {seed: value}}
+    convergence: dict = field(default_factory=dict)  # convergence_table: best checkpoint vs step cap
+
+
+def from_values(values: dict, info: dict, roles: dict, noise: dict | None = None,
+                convergence: dict | None = None) -> Results:
+    """Results from {(run, subset, metric): {seed: value}} alone (no files): for checks of the rule."""
+    return Results(None, None, stats_of(values), info, roles, noise or {}, values, convergence or {})
 
 
 def collect(cfg, strict: bool = True, info: dict | None = None) -> Results:
     run_metrics = read_run_metrics(cfg, strict)  # read once, for the scores and their noise
     frame = tidy_frame(cfg, strict, run_metrics)
     summary = summarise(frame)
-    return Results(frame, summary, lookup(summary), info if info is not None else run_info(cfg), roles(cfg),
-                   noise_table(cfg, run_metrics))
+    conv = convergence_table(cfg)
+    info = info if info is not None else run_info(cfg)
+    info = {run: {**i, "best_at_cap": cap_text(conv.get(run, {}))} for run, i in info.items()}
+    warn_best_at_cap(conv)  # shown where the results stage runs (notebook 06's output, rescore)
+    return Results(frame, summary, lookup(summary), info, roles(cfg), noise_table(cfg, run_metrics),
+                   per_seed_values(frame), conv)
 
 
 def read_attention(cfg) -> dict | None:
@@ -413,15 +612,6 @@ def read_attention(cfg) -> dict | None:
 
 
 # ============================================================== derived views for figures
-
-def signed_gain(a, b, metric):
-    """(gain, error) of a over b, positive = a better; error = sqrt(std_a^2 + std_b^2) if known."""
-    if a is None or b is None:
-        return None, None
-    diff = a[0] - b[0]
-    err = math.hypot(a[1], b[1]) if a[1] is not None and b[1] is not None else None
-    return (-diff if metric in LOWER_IS_BETTER else diff), err
-
 
 def synergy_comparisons(rl: dict) -> list[tuple]:
     """(name, unified run, {task: isolated run}) for C4-C6, then, where the grid has them, the
@@ -437,24 +627,25 @@ def synergy_comparisons(rl: dict) -> list[tuple]:
 
 
 def synergy_frame(res: Results):
-    """Unified minus isolated per metric and subset; ``gain`` is signed so that positive = unified better."""
+    """Unified minus isolated per metric and subset, by :func:`compare`: ``gain`` is signed so that
+    positive = unified better; ``limit`` is what it must exceed to count (the larger of the seed
+    interval ``err`` and the item floor ``noise``)."""
     import pandas as pd
 
-    from .claims import noise_floor  # claims imports this module; import late
     rows = []
     for name, uni, iso in synergy_comparisons(res.roles):
         for task, metrics in (("u", U_HEADLINE), ("g", G_HEADLINE)):
             for metric in metrics:
                 for subset in ("in_dist", "transfer"):
-                    a, b = res.stats.get((uni, subset, metric)), res.stats.get((iso[task], subset, metric))
-                    gain, err = signed_gain(a, b, metric)
-                    if gain is not None:
+                    c = compare(res.per_seed.get((uni, subset, metric)),
+                                res.per_seed.get((iso[task], subset, metric)), metric,
+                                res.noise.get((uni, subset, metric)), res.noise.get((iso[task], subset, metric)))
+                    if c["outcome"] != "missing":
                         rows.append({"comparison": name, "task": task, "metric": metric, "subset": subset,
-                                     "gain": gain, "err": err,
-                                     "noise": noise_floor(res.noise.get((uni, subset, metric)),
-                                                          res.noise.get((iso[task], subset, metric))),
-                                     "unified": a[0], "isolated": b[0],
-                                     "n": min(a[2], b[2]), "lower_is_better": metric in LOWER_IS_BETTER})
+                                     "gain": c["gain"], "err": c["interval"], "noise": c["noise"],
+                                     "limit": c["limit"], "outcome": c["outcome"], "unified": c["a"],
+                                     "isolated": c["b"], "n": c["seeds"],
+                                     "lower_is_better": metric in LOWER_IS_BETTER})
     return pd.DataFrame(rows)
 
 
@@ -488,8 +679,11 @@ def write_results_json(cfg, res: Results, claims: list, extra: dict | None = Non
                 "std": None if r.std is None else float(r.std), "n": int(r.n)}
                for r in res.summary.itertuples(index=False)]
     noise = [{"run": r, "subset": s, "metric": m, **e} for (r, s, m), e in res.noise.items()]
+    convergence = [{"run": run, "seed": int(seed), "task": task, **e}
+                   for run, by_seed in res.convergence.items() for seed, tasks in by_seed.items()
+                   for task, e in tasks.items()]
     write_json(path, {"preset": cfg.preset, "seeds": list(cfg.train.seeds), "runs": res.info,
-                      "roles": res.roles, "summary": summary, "noise": noise,
+                      "roles": res.roles, "summary": summary, "noise": noise, "convergence": convergence,
                       "per_seed": res.frame.to_dict(orient="records"),
                       "claims": claims, **(extra or {})})
     return path

@@ -133,10 +133,9 @@ def plot_synergy(syn, path) -> None:
         for j, subset in enumerate(("in_dist", "transfer")):
             s = d[d.subset == subset].set_index("comparison").reindex(comps)
             x = np.arange(len(comps)) + (j - 0.5) * width
-            # A bar's whisker is what a gain must exceed to count (uvlm.claims): the larger of the
-            # spread over seeds and the sampling noise of the test items.
-            limits = [s[c].astype(float).fillna(0.0).to_numpy() for c in ("err", "noise") if c in s]
-            err = np.maximum.reduce(limits) if limits else None
+            # A bar's whisker is what a gain must exceed to count (uvlm.results.compare): the larger
+            # of the 95% t-interval over seeds of the paired differences and the test items' floor.
+            err = s["limit"].astype(float).fillna(0.0).to_numpy() if "limit" in s else None
             ax.bar(x, s["gain"].astype(float), width, yerr=err, capsize=2, color=colours[subset],
                    label=subset.replace("_", "-"))
         ax.axhline(0, color="k", lw=0.8)
@@ -150,7 +149,7 @@ def plot_synergy(syn, path) -> None:
     if metrics:
         axes.flat[0].legend(fontsize=7)
     fig.suptitle("Synergy: unified minus isolated, positive = unified better "
-                 "(whiskers: what a gain must exceed to count, the larger of the seed spread and the "
-                 "test-item noise)", fontsize=9)
+                 "(whiskers: what a gain must exceed to count, the larger of the 95% interval over "
+                 "seeds of the paired gaps and the test-item noise)", fontsize=9)
     fig.tight_layout()
     save(fig, path)

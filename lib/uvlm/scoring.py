@@ -29,7 +29,11 @@ POPE_SAMPLINGS = ("adversarial", "popular", "random")
 COLUMNS = {
     "GQA": ("u", "gqa", "acc"), "MME-C": ("u", "mme", "reasoning"), "MME-P": ("u", "mme", "perception"),
     "POPE-A": ("u", "pope", "adversarial", "acc"), "POPE-P": ("u", "pope", "popular", "acc"),
-    "POPE-R": ("u", "pope", "random", "acc"), "POPE-F1": ("u", "pope", "f1"), "SEED": ("u", "seed", "acc"),
+    "POPE-R": ("u", "pope", "random", "acc"), "POPE-F1": ("u", "pope", "f1"),
+    # Beside F1, which alone cannot tell a model that answers from one that always says "yes":
+    # POPE's accuracy (mean over the samplings) and its share of "yes" answers (the items are
+    # half "yes", so 50% is unbiased and 0 or 100% is a constant answer).
+    "POPE-Acc": ("u", "pope", "acc"), "POPE-Yes": ("u", "pope", "yes_ratio"), "SEED": ("u", "seed", "acc"),
     "Caption-NLL": ("u", "u_test", "by_family", "caption", "nll"), "U-NLL": ("u", "u_test", "nll"),
     "FID": ("g", "generation", "fd"), "FID-floor": ("g", "generation", "fd_recon_floor"),
     "Attr-Acc": ("g", "generation", "attr_acc"), "G-NLL": ("g", "nll", "nll"),
@@ -188,6 +192,7 @@ def pope_scores(pred_yes, gold_yes, sampling) -> dict:
     present = [out[s] for s in POPE_SAMPLINGS if out[s]["n"]]
     out["acc"] = _mean(p["acc"] for p in present)
     out["f1"] = _mean(p["f1"] for p in present)
+    out["yes_ratio"] = _mean(p["yes_ratio"] for p in present)
     out["n"] = int(pred.size)
     return out
 
@@ -318,5 +323,9 @@ def table(metrics: dict) -> dict:
         row = {}
         for col, (task, bench, *rest) in COLUMNS.items():
             row[col] = nested_get(metrics, (task, bench, subset, *rest))
+        if row["POPE-Yes"] is None:  # records scored before pope_scores saved it: the same mean, rebuilt
+            pope = nested_get(metrics, ("u", "pope", subset)) or {}
+            row["POPE-Yes"] = _mean(nested_get(pope, (s, "yes_ratio")) for s in POPE_SAMPLINGS
+                                    if nested_get(pope, (s, "n")))
         out[subset] = row
     return out

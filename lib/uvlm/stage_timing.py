@@ -65,7 +65,7 @@ def time_stage(params_path, runs, settings, out, sets=(), progress: bool = False
     ``sets`` are ``KEY=VALUE`` overrides for every one. Returns one row per seed."""
     from .config import load_config
     from .train import launch_seeds
-    from .train_cli import parse_sets
+    from .overrides import parse_sets
 
     for name in settings:
         if name not in SETTINGS:

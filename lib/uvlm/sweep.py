@@ -34,25 +34,33 @@ def _device(cfg) -> str:
     return resolve_device(cfg.train)[0]
 
 
-def _run(params: str, jobs, cfg, progress: bool) -> dict:
+def _load(params: str, sets) -> object:
+    from .overrides import parse_sets
+    return load_config(params, parse_sets(sets))
+
+
+def _run(params: str, jobs, cfg, progress: bool, sets=()) -> dict:
     from .sweep_job import finished
     from .sweep_runner import raise_failures, run_jobs
-    pending = [j for j in jobs if not finished(params, j, base=cfg)]
+    pending = [j for j in jobs if not finished(params, j, base=cfg, sets=sets)]
     if progress:
         print(f"{len(jobs) - len(pending)} of {len(jobs)} jobs already finished; running {len(pending)} "
               f"({cfg.sweep.concurrency} at a time on {_device(cfg)})", flush=True)
     result = run_jobs(params, pending, cfg.sweep.concurrency, cfg.sweep.solo_params,
-                      sweep_dir(cfg) / "logs", progress=progress)
+                      sweep_dir(cfg) / "logs", progress=progress, sets=sets)
     raise_failures(result)
     return result | {"n_jobs": len(jobs), "n_reused": len(jobs) - len(pending)}
 
 
-def run_priors(params: str = "params.yaml", progress: bool = True) -> dict:
-    """Train every text prior the sweep asks for (nothing when the prior level is off)."""
-    cfg = load_config(params)
+def run_priors(params: str = "params.yaml", progress: bool = True, sets=()) -> dict:
+    """Train every text prior the sweep asks for (nothing when the prior level is off).
+
+    ``sets``: ``KEY=VALUE`` overrides of params.yaml (as ``train_cli --set``), passed on to every job.
+    """
+    cfg = _load(params, sets)
     _ensure_dir(cfg.paths.data / "priors", "Text priors of the synergy sweep: <size>/seed<S>/model.")
     jobs = prior_jobs(cfg) if cfg.sweep.enabled else []
-    run = _run(params, jobs, cfg, progress) if jobs else {"n_jobs": 0, "wall_s": 0.0}
+    run = _run(params, jobs, cfg, progress, sets) if jobs else {"n_jobs": 0, "wall_s": 0.0}
     summaries = {j.id: read_json(job_dir(cfg, j) / "prior_summary.json") for j in jobs}
     return {"enabled": cfg.sweep.enabled, "source": cfg.text_prior.source, "n_priors": len(jobs),
             "wall_s": run["wall_s"],
@@ -60,9 +68,9 @@ def run_priors(params: str = "params.yaml", progress: bool = True) -> dict:
                        for k, v in summaries.items()}}
 
 
-def run_sweep(params: str = "params.yaml", progress: bool = True) -> dict:
-    """Train and score every job of the sweep grid; return {job id: result}."""
-    cfg = load_config(params)
+def run_sweep(params: str = "params.yaml", progress: bool = True, sets=()) -> dict:
+    """Train and score every job of the sweep grid; return {job id: result}. ``sets`` as in run_priors."""
+    cfg = _load(params, sets)
     _ensure_dir(sweep_dir(cfg), SWEEP_README)
     jobs = train_jobs(cfg)
     missing = [j for j in jobs if j.prior and cfg.text_prior.source == "world"
@@ -70,7 +78,7 @@ def run_sweep(params: str = "params.yaml", progress: bool = True) -> dict:
     if missing:
         from .errors import MissingInputError
         raise MissingInputError(prior_dir(cfg, missing[0].size, missing[0].seed) / "model", "text_prior")
-    run = _run(params, jobs, cfg, progress)
+    run = _run(params, jobs, cfg, progress, sets)
     results = {j.id: read_json(job_dir(cfg, j) / "result.json") for j in jobs}
     return {"run": run, "results": results}
 
@@ -101,7 +109,7 @@ def report(cfg, results: dict, out_dir, run_info: dict | None = None, missing: l
     frame = results_frame(results)
     summary = summarise_gaps(gap_frame(frame))
     sw = cfg.sweep
-    n_max, point = max(sw.data_sizes), sw.data_size_point().name
+    n_max, point = sw.size_axis_n(), sw.data_size_point().name
     by_size, by_data = size_axis(summary, n_max), data_axis(summary, point)
     lr_check = lr_check_frame(frame)
     matched = step_matched_axis(frame, n_max)
@@ -216,13 +224,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device-label", help="with --report: the device to name, for results stored before "
                     "jobs recorded their device's name")
     args = ap.parse_args(argv)
+    from .headline import write_headline
     cfg = load_config(args.params)
     out = cfg.paths.figures / "sweep"
     if args.priors:
         write_json(cfg.paths.figures / "metrics" / "text_prior.json", run_priors(args.params, not args.no_progress))
+        write_headline(cfg.paths.figures, "text_prior")
         return 0
     if not cfg.sweep.enabled:
         write_json(cfg.paths.figures / "metrics" / "sweep.json", disabled_note(cfg, out))
+        write_headline(cfg.paths.figures, "sweep")
         return 0
     if args.report:
         results, missing = stored_results(cfg)
@@ -231,6 +242,7 @@ def main(argv=None) -> int:
         ran = run_sweep(args.params, not args.no_progress)
         results, info, missing = ran["results"], ran["run"], []
     write_json(cfg.paths.figures / "metrics" / "sweep.json", report(cfg, results, out, info, missing, args.device_label))
+    write_headline(cfg.paths.figures, "sweep")
     print((out / "verdict.md").read_text())
     return 0
 

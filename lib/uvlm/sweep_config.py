@@ -60,13 +60,24 @@ class SweepConfig:
     prior_sizes: Optional[list[str]] = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: float = field(default=3.0, metadata=rule(gt=0))
+    # Early stopping for every job (train.patience's rule, train.min_delta's threshold): null
+    # trains ``epochs``; an integer stops a job after that many evaluations (one per epoch of its
+    # data) without improvement, ``max_epochs`` being the cap. So every data size is trained to
+    # convergence rather than for a fixed budget, which favours small data sets.
+    patience: Optional[int] = field(default=None, metadata=rule(ge=1))
+    max_epochs: Optional[float] = field(default=None, metadata=rule(gt=0))
+    # Examples per task of the size axis, the learning-rate check and the step-matched control
+    # (null: the largest of ``data_sizes``); one of ``data_sizes``.
+    size_axis_data: Optional[int] = field(default=None, metadata=rule(ge=1))
     batch_size: int = field(default=32, metadata=rule(ge=1))
     # Learning-rate rule: lr = lr * (lr_ref_width / width) ** lr_exponent (see lr_for).
     lr: float = field(default=1e-3, metadata=rule(gt=0, le=1))
     lr_ref_width: int = field(default=128, metadata=rule(ge=1))
     lr_exponent: float = field(default=1.0, metadata=rule(ge=0, le=2))
-    # The rule is checked at the smallest and largest size: isolated runs at lr * factor.
+    # The rule is checked with isolated runs at lr * factor, first seed, at ``lr_check_sizes``
+    # (null: the smallest and largest of ``sizes``).
     lr_check_factors: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    lr_check_sizes: Optional[list[str]] = None
     # Control for the unified run's extra optimizer steps: isolated runs at every size (largest
     # data size, no prior) trained for twice the epochs, i.e. as many steps as the unified run.
     step_matched: bool = False
@@ -101,12 +112,30 @@ class SweepConfig:
             raise ConfigError(f"{prefix}.text_prior", self.text_prior, "[false], [true] or [false, true]")
         if not self.seeds or any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"{prefix}.seeds", self.seeds, "distinct non-negative integers")
+        for i, v in enumerate(self.lr_check_sizes or []):
+            if parse_size(v, f"{prefix}.lr_check_sizes[{i}]").name not in names:
+                raise ConfigError(f"{prefix}.lr_check_sizes[{i}]", v, f"one of sweep.sizes {names}")
+        if self.size_axis_data is not None and self.size_axis_data not in self.data_sizes:
+            raise ConfigError(f"{prefix}.size_axis_data", self.size_axis_data, f"one of sweep.data_sizes {self.data_sizes}")
+        if (self.patience is None) != (self.max_epochs is None):
+            raise ConfigError(f"{prefix}.max_epochs" if self.patience is not None else f"{prefix}.patience",
+                              self.max_epochs if self.patience is not None else self.patience,
+                              "set together with sweep.patience (both null: no early stopping)")
         if any(f <= 0 for f in self.lr_check_factors):
             raise ConfigError(f"{prefix}.lr_check_factors", self.lr_check_factors, "positive numbers")
 
     # -- derived ----------------------------------------------------------------------------------
     def model_sizes(self) -> list[ModelSize]:
         return sorted((parse_size(s) for s in self.sizes), key=lambda s: (s.d_model, s.n_layers))
+
+    def size_axis_n(self) -> int:
+        return self.size_axis_data if self.size_axis_data is not None else max(self.data_sizes)
+
+    def lr_check_points(self) -> list[ModelSize]:
+        if self.lr_check_sizes is not None:
+            return [parse_size(s) for s in self.lr_check_sizes]
+        ends = self.model_sizes()
+        return list({ends[0].name: ends[0], ends[-1].name: ends[-1]}.values())
 
     def data_size_point(self) -> ModelSize:
         return parse_size(self.data_axis_size) if self.data_axis_size else self.model_sizes()[0]

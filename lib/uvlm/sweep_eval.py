@@ -27,6 +27,9 @@ METRICS = {
     "answer_nll": ("u", False, "nats/token"),
     "image_nll": ("g", False, "nats/token"),
     "attr_acc": ("g", True, "%"),
+    # The best validation loss of the task's training run (the checkpoint every other metric
+    # scores): what early stopping chose on, reported beside the benchmarks.
+    "val_loss": ("u|g", False, "nats/token"),
 }
 SUBSETS = ("in_dist", "transfer")
 

@@ -15,7 +15,7 @@ TASK_NAMES = {"u": "understanding", "g": "generation"}
 
 def _label(metric: str) -> str:
     task, higher, unit = METRICS[metric]
-    return f"{TASK_NAMES[task]}: {metric} gap ({unit}; + = unified better)"
+    return f"{TASK_NAMES.get(task, 'each task')}: {metric} gap ({unit}; + = unified better)"
 
 
 def _short(v: float) -> str:

@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 
-from .config import load_config
+from .config import _merge, load_config
 from .io import read_json, write_json
 from .sweep_plan import RUN_NAME, Job, job_dir, job_overrides, job_settings
 
@@ -27,18 +27,21 @@ def device_name() -> str:
     return named("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def job_config(params: str, job: Job, threads: int | None = None, base=None):
-    """The config ``job`` trains under; ``base`` is params.yaml already loaded, if at hand."""
-    over = job_overrides(base or load_config(params), job)
+def job_config(params: str, job: Job, threads: int | None = None, base=None, sets=()):
+    """The config ``job`` trains under; ``base`` is params.yaml (with ``sets``) already loaded, if at
+    hand. ``sets``: ``KEY=VALUE`` overrides of params.yaml, under the job's own settings."""
+    from .overrides import parse_sets
+    user = parse_sets(sets)
+    over = job_overrides(base or load_config(params, user), job)
     if threads is not None:
         over["train"]["threads"] = threads
         over["eval"] = {**over["eval"], "threads": threads}
-    return load_config(params, over)
+    return load_config(params, _merge(user, over))
 
 
-def finished(params: str, job: Job, base=None) -> bool:
+def finished(params: str, job: Job, base=None, sets=()) -> bool:
     """A stored result made under exactly this job's settings (a stale one does not count)."""
-    cfg = job_config(params, job, base=base)
+    cfg = job_config(params, job, base=base, sets=sets)
     path = job_dir(cfg, job) / RESULT
     if not path.exists():
         return False
@@ -48,8 +51,8 @@ def finished(params: str, job: Job, base=None) -> bool:
         return False
 
 
-def run_job(params: str, job: Job, threads: int | None = None, progress: bool = False) -> dict:
-    cfg = job_config(params, job, threads)
+def run_job(params: str, job: Job, threads: int | None = None, progress: bool = False, sets=()) -> dict:
+    cfg = job_config(params, job, threads, sets=sets)
     out = job_dir(cfg, job)
     settings = job_settings(cfg, job)
     if (out / RESULT).exists() and read_json(out / RESULT).get("settings") != settings:
@@ -87,8 +90,10 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--job", required=True, help="the job as JSON (uvlm.sweep_plan.Job)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one params key, as train_cli --set (repeatable)")
     args = ap.parse_args(argv)
-    run_job(args.params, Job.from_dict(json.loads(args.job)), args.threads)
+    run_job(args.params, Job.from_dict(json.loads(args.job)), args.threads, sets=args.sets)
     return 0
 
 

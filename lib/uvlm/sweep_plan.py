@@ -82,7 +82,7 @@ def prior_jobs(cfg) -> list[Job]:
 
 def train_jobs(cfg) -> list[Job]:
     sw = cfg.sweep
-    n_max = max(sw.data_sizes)
+    n_max = sw.size_axis_n()
     jobs: dict[str, Job] = {}
 
     def add(task, size: ModelSize, n, prior, seed, factor=1.0, epochs_factor=1.0):
@@ -101,8 +101,7 @@ def train_jobs(cfg) -> list[Job]:
         for seed in sw.seeds:
             for task in TASKS:
                 add(task, point, n, False, seed)
-    ends = sw.model_sizes()
-    for size in {ends[0].name: ends[0], ends[-1].name: ends[-1]}.values():
+    for size in sw.lr_check_points():
         for factor in sw.lr_check_factors:
             for task in ("u", "g"):
                 add(task, size, n_max, False, sw.seeds[0], factor)
@@ -129,7 +128,9 @@ def job_dir(cfg, job: Job) -> Path:
 
 
 def isolated_steps(job: Job, sweep) -> int:
-    return max(1, math.ceil(sweep.epochs * job.epochs_factor * job.data_n / sweep.batch_size))
+    """An isolated job's steps: all of them, or the cap under early stopping."""
+    epochs = sweep.max_epochs if sweep.patience is not None else sweep.epochs
+    return max(1, math.ceil(epochs * job.epochs_factor * job.data_n / sweep.batch_size))
 
 
 def job_overrides(cfg, job: Job) -> dict:
@@ -146,6 +147,13 @@ def job_overrides(cfg, job: Job) -> dict:
              # a fixed share of the run so that short data-axis runs are not all warm-up.
              "eval_every": max(1, steps // 4), "ckpt_every": max(1, steps // 2),
              "warmup_steps": max(1, round(0.05 * steps))}
+    if sw.patience is not None:
+        # Converged jobs: one evaluation per epoch of the job's data, the preset's warm-up (at
+        # most an epoch), and the cap in place of a budget.
+        epoch = max(1, math.ceil(job.data_n / sw.batch_size))
+        train.update({"patience": sw.patience, "max_epochs": sw.max_epochs * job.epochs_factor,
+                      "eval_every": epoch, "ckpt_every": 2 * epoch,
+                      "warmup_steps": min(cfg.train.warmup_steps, epoch)})
     return {"model": model, "train": train, "eval": {"n_gen": sw.n_gen},
             "runs": {RUN_NAME: {"task": job.task if job.kind == "train" else "u", "accel": "base"}},
             "attention": {"run": RUN_NAME}}

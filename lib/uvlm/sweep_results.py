@@ -36,6 +36,13 @@ def results_frame(results: dict[str, dict]) -> pd.DataFrame:
                                  "lr": job.lr, "task": task, "subset": sub,
                                  "metric": metric, "value": v["value"], "se": v["se"], "n": v["n"],
                                  "train_time_s": res["train_time_s"], "best_val_loss": res["best"][task]["val_loss"]})
+        for task, best in res["best"].items():  # the validation split is in-distribution
+            rows.append({"job": jid, "run_task": job.task, "size": job.size, "d_model": job.model_size.d_model,
+                         "params": res["params"], "data_n": job.data_n, "prior": job.prior, "seed": job.seed,
+                         "lr_factor": job.lr_factor, "epochs_factor": job.epochs_factor, "lr": job.lr,
+                         "task": task, "subset": SUBSETS[0], "metric": "val_loss", "value": best["val_loss"],
+                         "se": math.nan, "n": math.nan, "train_time_s": res["train_time_s"],
+                         "best_val_loss": best["val_loss"]})
     return pd.DataFrame(rows)
 
 
@@ -119,7 +126,8 @@ def lr_check_frame(frame: pd.DataFrame) -> pd.DataFrame:
     f = frame[(frame.run_task != "ug") & (frame.subset == SUBSETS[0]) & (frame.epochs_factor == 1.0)]
     f = f.drop_duplicates(["size", "run_task", "lr_factor", "seed", "data_n", "prior"])
     sizes = f[f.lr_factor != 1.0]["size"].unique()
-    f = f[f["size"].isin(sizes) & (f.seed == f.seed.min()) & (~f.prior) & (f.data_n == f.data_n.max())]
+    checked = f[f.lr_factor != 1.0].data_n.unique()
+    f = f[f["size"].isin(sizes) & (f.seed == f.seed.min()) & (~f.prior) & (f.data_n.isin(checked))]
     out = f[["size", "params", "run_task", "lr_factor", "lr", "best_val_loss"]].sort_values(
         ["params", "run_task", "lr_factor"])
     best = out.groupby(["size", "run_task"]).best_val_loss.transform("min")

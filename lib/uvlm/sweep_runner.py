@@ -21,16 +21,18 @@ def schedule_order(jobs: list[Job]) -> list[Job]:
 
 
 def run_jobs(params: str, jobs: list[Job], concurrency: int, solo_params: float, log_dir,
-             progress: bool = True, poll_s: float = 0.5) -> dict:
+             progress: bool = True, poll_s: float = 0.5, sets=()) -> dict:
     """Run ``jobs`` (``python -m uvlm.sweep_job``), at most ``concurrency`` at a time.
 
     Returns {"done": [...ids], "failed": {id: log path}, "wall_s": seconds}. Failures do not
-    stop the others; the caller decides what a failure means.
+    stop the others; the caller decides what a failure means. ``sets``: ``KEY=VALUE`` overrides
+    of ``params`` every job applies (``--set``).
     """
     threads = cores_each(concurrency)
     by_id = {j.id: j for j in schedule_order(jobs)}
     commands = {jid: [sys.executable, "-m", "uvlm.sweep_job", "--params", str(params),
-                      "--job", json.dumps(j.to_dict()), "--threads", str(threads)] for jid, j in by_id.items()}
+                      "--job", json.dumps(j.to_dict()), "--threads", str(threads),
+                      *[a for kv in sets for a in ("--set", kv)]] for jid, j in by_id.items()}
 
     def fits(jid: str, running: list[str]) -> bool:
         return _fits(by_id[jid], [by_id[k] for k in running], concurrency, solo_params)

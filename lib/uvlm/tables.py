@@ -10,6 +10,10 @@ Nothing is computed here beyond picking values and formatting them. The inputs a
 Every benchmark cell is given for the in-distribution and the transfer items, as two
 row groups. The Markdown version adds the paper's own values (hard-coded below, from
 PAPER.md) in a separate table labelled "paper": they are never mixed into ours.
+
+The writers are hand-written, not pandas/tabulate: they emit the committed tables' exact bytes
+(an unpadded Markdown grid, a ``<col> std`` CSV column per number, a plain ``tabular`` with a rule
+between row groups), which neither library reproduces.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ SUBSET_LABELS = {"in_dist": "in-dist", "transfer": "transfer"}
 # (our column header, metric key in the summary, digits). "-a" marks an analogue.
 U_COLUMNS = [("GQA-a", "GQA", 2), ("MME-C-a", "MME-C", 1), ("MME-P-a", "MME-P", 1),
              ("POPE-A-a", "POPE-A", 2), ("POPE-P-a", "POPE-P", 2), ("POPE-R-a", "POPE-R", 2),
-             ("POPE-F1-a", "POPE-F1", 2), ("SEED-a", "SEED", 2), ("U-NLL", "U-NLL", 3)]
+             ("POPE-F1-a", "POPE-F1", 2), ("POPE-Acc-a", "POPE-Acc", 2), ("POPE yes %", "POPE-Yes", 1),
+             ("SEED-a", "SEED", 2), ("U-NLL", "U-NLL", 3)]
 G_COLUMNS = [("FID-a", "FID", 3), ("FID floor", "FID-floor", 3), ("Attr-Acc-a", "Attr-Acc", 2),
              ("G-NLL", "G-NLL", 3)]
 MISSING = "—"
@@ -204,7 +209,8 @@ def _rows(summary, runs, names, columns, extra=None) -> list[dict]:
     rows = []
     for subset, sub_label in SUBSET_LABELS.items():
         for run in names:
-            row = {"Method": runs[run]["label"], "Subset": sub_label, "n": _seeds(summary, run)}
+            row = {"Method": runs[run]["label"], "Subset": sub_label, "n": _seeds(summary, run),
+                   "Best at cap": runs[run].get("best_at_cap", "unknown")}
             row.update(extra(run) if extra else {})
             for head, metric, digits in columns:
                 row[head] = _cell(summary, run, subset, metric, digits)
@@ -221,20 +227,26 @@ COMMON_NOTES = [
     "FLOPs: counted FLOPs per training sample of the run's layer plans (forward + backward), relative to "
     "its baseline (U-only runs vs the U-only baseline, G-only vs G-only, unified vs unified).",
     "Time: measured training time (sum of step times, s) and its ratio to the baseline at the same seed.",
+    "Best at cap: the seeds (and task) whose best checkpoint comes from the last evaluation before the "
+    "step cap (best step > cap - eval_every), so that the cap, not convergence, may have chosen it; "
+    "unknown: the training summary predates the record of the cap.",
 ]
+POPE_NOTE = ("POPE-Acc-a: accuracy over all POPE items (mean of the samplings); POPE yes %: share of "
+             "\"yes\" answers (the items are half \"yes\": near 0 or 100 is a constant answer, whose F1 "
+             "says little).")
 U_NLL_NOTE = "U-NLL: teacher-forced NLL of the answers of every U test item (nats / answer token, lower is better)."
 
 
 def table1(summary, runs) -> Table:
     names = [r for r, i in runs.items() if i["task"] == "u"]
-    cols = ["Method", "Subset", "n"] + [h for h, _, _ in U_COLUMNS] + ["FLOPs", "Time (s)", "Time rel"]
+    cols = ["Method", "Subset", "n", "Best at cap"] + [h for h, _, _ in U_COLUMNS] + ["FLOPs", "Time (s)", "Time rel"]
     return Table("table1", "Table 1: understanding only (U-only), baseline vs HiMix", cols,
-                 _rows(summary, runs, names, U_COLUMNS), [*COMMON_NOTES, U_NLL_NOTE])
+                 _rows(summary, runs, names, U_COLUMNS), [*COMMON_NOTES, U_NLL_NOTE, POPE_NOTE])
 
 
 def table2(summary, runs) -> Table:
     names = [r for r, i in runs.items() if i["task"] == "g"]
-    cols = (["Method", "Subset", "n", "K", "shallow layers"] + [h for h, _, _ in G_COLUMNS]
+    cols = (["Method", "Subset", "n", "Best at cap", "K", "shallow layers"] + [h for h, _, _ in G_COLUMNS]
             + ["FLOPs", "Time (s)", "Time rel"])
 
     def plan(run):
@@ -253,9 +265,9 @@ def table2(summary, runs) -> Table:
 
 def table3(summary, runs) -> Table:
     g_cols = [c for c in G_COLUMNS if c[1] != "FID-floor"]
-    cols = (["Method", "Subset", "n"] + [h for h, _, _ in U_COLUMNS] + [h for h, _, _ in g_cols]
+    cols = (["Method", "Subset", "n", "Best at cap"] + [h for h, _, _ in U_COLUMNS] + [h for h, _, _ in g_cols]
             + ["FLOPs", "Time (s)", "Time rel"])
-    notes = COMMON_NOTES + [U_NLL_NOTE, "U columns are empty for G-only runs and G columns for U-only runs.",
+    notes = COMMON_NOTES + [U_NLL_NOTE, POPE_NOTE, "U columns are empty for G-only runs and G columns for U-only runs.",
                             "Unified runs are scored with their best U checkpoint on U and their best G "
                             "checkpoint on G."]
     return Table("table3", "Table 3: all runs, isolated and unified training", cols,

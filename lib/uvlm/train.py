@@ -204,11 +204,44 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.to(device, non_blocking=torch.device(device).type == "cuda")
 
 
+class EarlyStop:
+    """Per-task patience on validation loss (``train.patience``, relative ``train.min_delta``).
+
+    A task is stale once its loss has not improved for ``patience`` consecutive evaluations; the
+    run stops when every task is stale, so a unified run trains on while either task improves.
+    ``patience`` None never stops. The counts travel in the checkpoint, so a resumed run stops
+    where an uninterrupted one would.
+    """
+
+    def __init__(self, tasks, patience: int | None, min_delta: float, stale: dict | None = None):
+        self.patience, self.min_delta = patience, min_delta
+        self.stale = {t: 0 for t in tasks} | dict(stale or {})
+
+    def improves(self, loss: float, best: float) -> bool:
+        return loss < best * (1.0 - self.min_delta) if math.isfinite(best) else True
+
+    def update(self, task: str, loss: float, best: float) -> bool:
+        """Record one evaluation of ``task`` -> whether it is a new best."""
+        better = self.improves(loss, best)
+        self.stale[task] = 0 if better else self.stale[task] + 1
+        return better
+
+    @property
+    def done(self) -> bool:
+        return self.patience is not None and all(n >= self.patience for n in self.stale.values())
+
+
 @torch.no_grad()
-def validation_loss(model, split, plan, batch_size: int, n_batches: int, accelerator) -> float:
-    """Mean output-token loss over the first ``n_batches`` batches of a val split (fixed order)."""
+def validation_loss(model, split, plan, batch_size: int, n_batches: int, accelerator,
+                    with_se: bool = False):
+    """Mean output-token loss over the first ``n_batches`` batches of a val split (fixed order).
+
+    ``with_se``: also its standard error over the items (a ratio estimator: per-item loss sums
+    over per-item target counts), which says how far apart two checkpoints must be to differ.
+    """
     model.eval()
     total, count = 0.0, 0
+    sums, counts = [], []
     for b in range(n_batches):
         idx = list(range(b * batch_size, min(len(split), (b + 1) * batch_size)))
         if not idx:
@@ -217,10 +250,20 @@ def validation_loss(model, split, plan, batch_size: int, n_batches: int, acceler
         ids, labels = batch["input_ids"].to(accelerator.device), batch["labels"].to(accelerator.device)
         with accelerator.autocast():
             out = model(ids, labels=labels, plan=plan, loss_reduction="sum_per_sample")
-        total += float(out.loss.sum())
-        count += int((labels[:, 1:] != -100).sum())
+        per_item = out.loss.float().reshape(len(idx), -1).sum(1)
+        n_items = (labels[:, 1:] != -100).sum(1)
+        total += float(per_item.sum())
+        count += int(n_items.sum())
+        if with_se:
+            sums.append(per_item.cpu())
+            counts.append(n_items.cpu().float())
     model.train()
-    return total / max(1, count)
+    mean = total / max(1, count)
+    if not with_se:
+        return mean
+    s, c = torch.cat(sums).double(), torch.cat(counts).double()
+    se = float(((s - mean * c) ** 2).sum().sqrt() / c.sum()) if len(s) > 1 else float("nan")
+    return mean, se
 
 
 def train_run(cfg, run_name: str, seed: int, out_dir=None, stop_after: int | None = None,
@@ -334,11 +377,13 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     model = build_model(cfg, vocab, spec, seed)
     opt = make_optimizer(model, tc, device)
     sizes = {t: len(d["train"]) for t, d in data.items()}
-    schedule = Schedule(sizes, tc.batch_size, tc.epochs * spec.steps_scale, seed, tc.mix_ratio)
+    schedule = Schedule(sizes, tc.batch_size, tc.cap_epochs * spec.steps_scale, seed, tc.mix_ratio)
     total = len(schedule)
     settings = run_settings(cfg, run_name, seed)
 
     start, best = 0, {t: {"val_loss": float("inf"), "step": None} for t in data}
+    stopper = EarlyStop(sorted(data), tc.patience, tc.min_delta)
+    stopped_early = False
     state = read_training_state(out / "last")
     if state is not None:
         changed = diff_settings(state["settings"], settings)
@@ -348,9 +393,11 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
                             f"delete '{out}' to start this run over.")
         from .model import UVLM
         model.load_state_dict(UVLM.from_pretrained(Path(state["_dir"]) / "model").state_dict())
-        if state["step"] < total:  # a finished run's checkpoint holds no optimizer state
+        stopped_early = bool(state.get("stopped_early", False))
+        if state["step"] < total and not stopped_early:  # a finished run's checkpoint holds no optimizer state
             restore_optimizer(state["_dir"], opt)
         start, best = state["step"], state["best"]
+        stopper = EarlyStop(sorted(data), tc.patience, tc.min_delta, state.get("stale"))
         acc.print(f"[{run_name}/seed{seed}] resuming at step {start}/{total}")
 
     model, opt = acc.prepare(model, opt)
@@ -371,7 +418,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     log = CsvLog(out / "train_log.csv", ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s",
                                          "flops_per_step"], start if state else None,
                  acc.is_main_process)
-    vlog = CsvLog(out / "val_log.csv", ["step"] + [f"val_loss_{t}" for t in sorted(data)],
+    vlog = CsvLog(out / "val_log.csv", ["step"] + [f"val_{k}_{t}" for t in sorted(data) for k in ("loss", "se")],
                   start if state else None, acc.is_main_process)
     flops_cache: dict = {}
     world, rank = acc.num_processes, acc.process_index
@@ -380,6 +427,8 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     rows = DeferredLog(log, f"[{run_name}/seed{seed}]", out / "last", tc)
     model.train()
     end = total if stop_after is None else min(total, start + stop_after)
+    if stopped_early:  # the checkpoint is of a run that had already stopped: nothing left to train
+        end = start
     t_run = time.perf_counter()
     setup_s = t_run - t_setup  # data, model, device: a fixed cost every stage pays once per seed
     for step in bar:
@@ -445,23 +494,37 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
             for t in sorted(data):
                 # The uncompiled module: validation is a handful of no-grad batches, not worth
                 # an inference graph's compile.
-                v = validation_loss(raw, data[t]["val"], plans[t], tc.batch_size, tc.val_batches, acc)
+                v, se = validation_loss(raw, data[t]["val"], plans[t], tc.batch_size, tc.val_batches, acc,
+                                        with_se=True)
                 row[f"val_loss_{t}"] = f"{v:.5f}"
-                if v < best[t]["val_loss"] and acc.is_main_process:
+                row[f"val_se_{t}"] = f"{se:.5f}"
+                # Every process sees the same validation loss, so all of them agree on stopping.
+                if stopper.update(t, v, best[t]["val_loss"]) and acc.is_main_process:
                     best[t] = {"val_loss": v, "step": done}
                     save_model_dir(raw, out / f"best_{t}")
             vlog.write(row)
+            if stopper.done and done < total:
+                stopped_early, end = True, done
+                checkpoint = acc.is_main_process
         if snapshot:
             save_model_dir(raw, out / "snapshots" / f"step{done:06d}")
         if checkpoint:
-            save_training_state(out / "last", raw, opt if done < total else None,
-                                {"step": done, "best": best, "settings": settings})
+            save_training_state(out / "last", raw, opt if done < total and not stopped_early else None,
+                                {"step": done, "best": best, "settings": settings, "stale": stopper.stale,
+                                 "stopped_early": stopped_early})
         if evaluate or snapshot or checkpoint:
             rows.restart_clock()  # validation and saving are not step time
+        if stopped_early:
+            break
     bar.close()
     wall = time.perf_counter() - t_run
-    finished = (end == total)
-    summary = {"run": run_name, "seed": seed, "steps": total, "finished": finished,
+    finished = end == total or stopped_early
+    # steps: what the run trained; cap_steps: what the schedule allowed. A best checkpoint in the
+    # last evaluation before the cap means the cap, not convergence, ended the run (the results
+    # stage flags it).
+    summary = {"run": run_name, "seed": seed, "steps": end, "cap_steps": total, "stopped_step": end,
+               "stopped_early": stopped_early, "eval_every": tc.eval_every, "patience": tc.patience,
+               "finished": finished,
                "device": device, "precision": precision, "processes": world,
                "best": best, "setup_s_this_call": setup_s, "wall_time_s_this_call": wall}
     if acc.is_main_process and finished:

@@ -14,6 +14,16 @@ class TrainConfig:
     # Unified runs cover the union of the U and G sets for the same number of
     # epochs as the isolated runs (as in the paper), so they take more steps.
     epochs: float = field(default=3.0, metadata=rule(gt=0))
+    # Early stopping on validation loss. null: train exactly ``epochs``. An integer: stop once
+    # no task's validation loss has improved (by the relative ``min_delta``) for that many
+    # consecutive evaluations, with ``max_epochs`` as the cap. A unified run trains on while
+    # either task still improves, and keeps each task's best checkpoint. The learning-rate
+    # schedule then spans the cap, so a run that stops early never reached the schedule's floor.
+    patience: Optional[int] = field(default=None, metadata=rule(ge=1))
+    # Relative: an evaluation improves when its loss is below best * (1 - min_delta). Relative,
+    # because U's answer loss (~0.03 nats) and G's image-token loss (~3 nats) differ a hundredfold.
+    min_delta: float = field(default=0.0, metadata=rule(ge=0, lt=1))
+    max_epochs: Optional[float] = field(default=None, metadata=rule(gt=0))
     batch_size: int = field(default=32, metadata=rule(ge=1))
     grad_accum: int = field(default=1, metadata=rule(ge=1))
     # cpu value chosen by `python -m uvlm.hparam_sweep` (figures/sweeps/hparams_cpu.md).
@@ -64,7 +74,18 @@ class TrainConfig:
     # an idle 2-core machine; on a machine shared with other jobs, set 1 (see uvlm/threads.py).
     threads: int = field(default=0, metadata=rule(ge=0))
 
+    @property
+    def cap_epochs(self) -> float:
+        """Epochs the schedule spans: the cap under early stopping, else ``epochs``."""
+        return self.max_epochs if self.patience is not None else self.epochs
+
     def validate(self, prefix: str) -> None:
+        if self.patience is not None and self.max_epochs is None:
+            raise ConfigError(f"{prefix}.max_epochs", None, f"a number of epochs > 0: the cap that "
+                              f"{prefix}.patience={self.patience} (early stopping) needs")
+        if self.patience is None and self.max_epochs is not None:
+            raise ConfigError(f"{prefix}.max_epochs", self.max_epochs, f"null while {prefix}.patience is null "
+                              f"(without early stopping the run trains {prefix}.epochs)")
         if self.cuda_graphs and not self.compile:
             raise ConfigError(f"{prefix}.cuda_graphs", True, f"false, or true together with {prefix}.compile: true "
                               "(the graphs are torch.compile's)")
