@@ -20,6 +20,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# One `dvc repro` of the whole tiny project, mostly one process at a time: `make test` runs this
+# module beside the rest of the suite (pytest -m slow / -m "not slow"), which mostly uses one core too.
+pytestmark = pytest.mark.slow
 
 
 def _env() -> dict:
