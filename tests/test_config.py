@@ -96,3 +96,11 @@ def test_the_params_stage_names_the_bad_key_and_writes_a_constant_file(tmp_path,
     for text in ("preset: tiny\n", "preset: tiny\ntrain: {lr: 0.002}\n"):
         assert params_check.main([str(_params(tmp_path, text)), str(out)]) == 0
         assert out.read_text() == params_check.CHECKED
+
+
+def test_notebook_overrides_edit_one_run_and_keep_the_grid(tmp_path):
+    from uvlm.notebook import setup
+    path = _params(tmp_path, "preset: tiny\nattention: {run: u_base}\nruns:\n"
+                             "  g_k: {task: g, accel: hmgen, hmgen_k: 1}\n  u_base: {task: u, accel: base}\n")
+    cfg = setup(str(path), ["runs.g_k.hmgen_k=0"], chdir=False)
+    assert sorted(cfg.runs) == ["g_k", "u_base"] and cfg.runs["g_k"].task == "g" and cfg.runs["g_k"].hmgen_k == 0
