@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from uvlm.errors import CheckpointError, ConfigError, MissingInputError
+from uvlm.data import CODES_META
 from uvlm.io import load_npz, write_json
 from uvlm.schema import build
 from uvlm.vq import VQConfig, evaluate_vq, init_model, load_vq, save_vq, train_vq
@@ -129,7 +130,7 @@ def test_build_tokenizer_writes_outputs(tmp_path):
     metrics = build_tokenizer(tiny_cfg(steps=5), 0, tmp_path / "world", out, progress=False)
     assert {"vq.safetensors", "metrics.json", "codes.npz"} <= {p.name for p in out.iterdir()}
     codes = load_npz(out / "codes.npz")
-    assert set(codes) == set(splits)
+    assert set(codes) == set(splits) | {CODES_META}  # and what the codes were made from
     for name, imgs in splits.items():
         assert codes[name].dtype == np.int16 and codes[name].shape == (len(imgs), 4, 4)
     on_disk = json.loads((out / "metrics.json").read_text())
