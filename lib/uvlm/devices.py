@@ -16,7 +16,7 @@ def resolve_device(name: str, key: str, hint: str = "") -> str:
 def machine() -> dict:
     """What a committed result was computed on. The cpu preset's scores depend on it: the CPU's
     vector units and math library change the float rounding of every stage from the tokenizer
-    on (README, "Robustness")."""
+    on (docs/testing.md, "Robustness")."""
     import os
     import platform
 
