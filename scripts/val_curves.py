@@ -4,7 +4,7 @@
 """
 import argparse
 
-from uvlm.train_figures import plot_val_curves
+from uvlm.train.figures import plot_val_curves
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("runs_dir")

@@ -35,11 +35,11 @@ def write_tiny_params(root, extra: str = "") -> str:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """params path of a tiny project whose data, probe and tokenizer stages have run."""
-    from uvlm.config import load_config
-    from uvlm.probe import load_probe
-    from uvlm.probe_build import build_probe, probe_dir, probe_path
-    from uvlm.vq_build import build_tokenizer
-    from uvlm.world_build import build_world
+    from uvlm.core.config import load_config
+    from uvlm.probe.model import load_probe
+    from uvlm.probe.build import build_probe, probe_dir, probe_path
+    from uvlm.tokens.vq_build import build_tokenizer
+    from uvlm.world.build import build_world
 
     root = tmp_path_factory.mktemp("tiny")
     params = write_tiny_params(root)

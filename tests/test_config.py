@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from uvlm.config import load_config
-from uvlm.errors import ConfigError
+from uvlm.core.config import load_config
+from uvlm.core.errors import ConfigError
 
 
 def _params(tmp_path, text: str):

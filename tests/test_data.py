@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from uvlm import segments as S
-from uvlm.config import load_config
-from uvlm.data import (IGNORE, PAD, encode_g, encode_u, load_text_tokenizer,
+from uvlm.core.config import load_config
+from uvlm.core.errors import UVLMError
+from uvlm.tokens import segments as S
+from uvlm.tokens.sequences import (IGNORE, PAD, encode_g, encode_u, load_text_tokenizer,
                        read_codes, read_records, tokenize_split)
-from uvlm.errors import UVLMError
-from uvlm.run_setup import vocab_for
+from uvlm.train.setup import vocab_for
 
 
 def labels_for(ids, seg, loss_on: str):

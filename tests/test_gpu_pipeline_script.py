@@ -111,7 +111,7 @@ def test_train_jobs_caps_the_train_stages_and_the_history_is_seeded(tmp_path):
     proc, _ = _run(tmp_path, JOBS="5", TRAIN_JOBS="3", HISTORY=str(history),
                    PATH=os.pathsep.join([str(stubs), str(tmp_path / "bin"), os.environ["PATH"]]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "python -m uvlm.parallel_repro --jobs 5 --limit train=3: exit 0" in proc.stdout
+    assert "python -m uvlm.pipeline.repro --jobs 5 --limit train=3: exit 0" in proc.stdout
     seeded = tmp_path / "copy" / "notebooks" / "executed" / "logs" / "stage_seconds.json"
     assert seeded.read_text() == history.read_text()
     other = tmp_path / "again"

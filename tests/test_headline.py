@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvlm.headline import headline, run_headline, write_headline
+from uvlm.paper.headline import headline, run_headline, write_headline
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "figures"

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from uvlm.errors import CheckpointError
-from uvlm.hf_import import load_llama_backbone
-from uvlm.plans import build_plan
+from uvlm.core.errors import CheckpointError
+from uvlm.model.hf_import import load_llama_backbone
+from uvlm.model.plans import build_plan
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from uvlm.errors import CheckpointError, ConfigError
-from uvlm.model import UVLM, UVLMConfig, checked_config
-from uvlm.plans import LayerMode, build_plan
-from uvlm.schema import build
+from uvlm.core.errors import CheckpointError, ConfigError
+from uvlm.core.schema import build
+from uvlm.model.decoder import UVLM, UVLMConfig, checked_config
+from uvlm.model.plans import LayerMode, build_plan
 
 torch.set_num_threads(2)
 N_TEXT, N_CODES = 32, 32

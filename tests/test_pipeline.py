@@ -39,7 +39,7 @@ def tiny_project(tmp_path_factory):
     (root / "lib").symlink_to(ROOT / "lib")  # deps only; the code runs from the installed package
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["preset"] = "tiny"
-    # The smallest sweep that still runs both notebooks 07 and 08 through every branch:
+    # The smallest sweep that still runs both notebooks 08 and 09 through every branch:
     # two sizes, a text prior at one of them, one data size, the step-matched control, no
     # learning-rate check.
     params["sweep"] = {**params["sweep"], "sizes": ["16x1", "32x2"], "seeds": [0], "data_sizes": [64],
