@@ -1,6 +1,6 @@
 """Draw the validation curves of every run and seed of a runs folder (a record's runs/ or data/runs).
 
-    python scripts/val_curves.py figures/gpu/converged_partial/runs figures/gpu/converged_partial/val_curves.png
+    python scripts/val_curves.py records/gpu/converged_partial/runs records/gpu/converged_partial/val_curves.png
 """
 import argparse
 

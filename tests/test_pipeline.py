@@ -1,11 +1,12 @@
 """The whole DVC/papermill pipeline at the tiny preset, in a temp copy of the project.
 
-This is the smoke test of every notebook (01-08) run the way a user runs them, and of the
+This is the smoke test of every notebook (01-09) run the way a user runs them, and of the
 pipeline's wiring: a second `dvc repro` does nothing, and a tokenizer parameter re-runs the
 tokenizer stage but not the data stage.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,12 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    """{path: sha256} of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _dvc(cwd: Path, *args: str) -> str:
@@ -37,6 +44,9 @@ def tiny_project(tmp_path_factory):
                     ignore=shutil.ignore_patterns("executed", ".ipynb_checkpoints"))
     (root / "notebooks" / "executed").mkdir()
     (root / "lib").symlink_to(ROOT / "lib")  # deps only; the code runs from the installed package
+    # The committed cpu-preset records, as a clone has them beside the pipeline (a copy: were a
+    # stage to write there, the repository's own records must not be what it overwrites).
+    shutil.copytree(ROOT / "records" / "cpu", root / "records" / "cpu")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["preset"] = "tiny"
     # The smallest sweep that still runs both notebooks 08 and 09 through every branch:
@@ -50,6 +60,18 @@ def tiny_project(tmp_path_factory):
     _dvc(root, "config", "core.analytics", "false")
     _dvc(root, "repro")
     return root
+
+
+def test_an_experiment_leaves_the_committed_records_unchanged(tiny_project):
+    """`dvc repro` at the tiny preset (the fixture) writes figures/ only: records/ is what was committed."""
+    assert _tree_digest(tiny_project / "records" / "cpu") == _tree_digest(ROOT / "records" / "cpu")
+    stages = yaml.safe_load((tiny_project / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                assert not path.startswith("records"), (name, path)
 
 
 def test_repro_writes_every_result(tiny_project):

@@ -423,9 +423,9 @@ def test_a_step_matched_baseline_is_a_control_never_a_baseline(tmp_path):
         R.from_values(_values(values), info, {**rl, "u_base_long": None})).comparison)
 
 
-@pytest.mark.parametrize("record", ["figures/gpu/grid", "figures/gpu/step_matched", "figures/gpu/parallel",
-                                    "figures/gpu/critical_path", "figures/gpu/ten_minutes",
-                                    "figures/step_matched_cpu"])
+@pytest.mark.parametrize("record", ["records/gpu/grid", "records/gpu/step_matched", "records/gpu/parallel",
+                                    "records/gpu/critical_path", "records/gpu/ten_minutes",
+                                    "records/step_matched_cpu"])
 def test_committed_records_read_as_the_current_code_reads_them(tmp_path, record):
     """A committed record's tables and claims are what the current results code makes of its scores
     (re-derive them with `python -m uvlm.paper.rescore RECORD` after changing that code)."""

@@ -3,7 +3,7 @@
 Why processes: a model of a few million parameters cannot keep a GPU busy; its steps are
 bound by Python and kernel launches on the host. Several such processes on one GPU
 overlap one's host work with another's kernels (measured on an H200: six 22M jobs at
-once gave 2.6x the throughput of one at a time, ``figures/gpu/sweep/concurrency.json``).
+once gave 2.6x the throughput of one at a time, ``records/gpu/sweep/concurrency.json``).
 The sweep's jobs and the seeds of one training run both go through here.
 
 Each command writes its own results; this pool only starts processes, shows a progress

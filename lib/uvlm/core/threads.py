@@ -57,7 +57,7 @@ def cores_per_process() -> int:
     training only, ``uvlm.train.loop.launch_run``) takes one thread: on 2x H200 at the gpu preset its
     steps once took 40.8 ms with its 16-core share and 35.3 ms with one thread. Repeated on
     another machine the two settings overlapped within its drift, one thread never slower in a
-    pair (figures/bench/ddp-launchers/rerun/)."""
+    pair (records/bench/ddp-launchers/rerun/)."""
     if os.environ.get("FORK_LAUNCHED") == "1":
         return 1
     return cores_each(local_processes())

@@ -113,9 +113,9 @@ class AttnSpec:
 # All compute the same attention (tests/test_accelerators.py); split and rows need every row's
 # image block to start at the same index, and fall back to mask otherwise. ``mask`` is the
 # default: compiled at 207M on an H200 the split kernel's HiMix step took 1.14x the masked
-# one's (figures/bench/nvidia-h200-himix-kernels.md; python -m uvlm.perf.bench --compare himix)
+# one's (records/bench/nvidia-h200-himix-kernels.md; python -m uvlm.perf.bench --compare himix)
 # and the flex kernel's 3.9x at batch 256 (nvidia-h200-himix256-flex.md: the per-score index
-# lookups make its attention 19x slower; figures/gpu/attention_probe.py); on an H100 the rows
+# lookups make its attention 19x slower; scripts/gpu/attention_probe.py); on an H100 the rows
 # kernel's attention took as long as the masked one's and its step 1.02-1.03x
 # (nvidia-h100-80gb-hbm3-himix{2048,1024}-rows.md).
 HIMIX_KERNELS = ("mask", "rows", "split", "flex")

@@ -1,8 +1,8 @@
 """Apply the results stage again to a record brought back from another machine.
 
-    python -m uvlm.paper.rescore figures/gpu/grid
+    python -m uvlm.paper.rescore records/gpu/grid
 
-A record folder holds what ``figures/gpu/pipeline.sh`` brings back and nothing heavier:
+A record folder holds what ``scripts/gpu/pipeline.sh`` brings back and nothing heavier:
 ``params.yaml`` (the params that ran), ``metrics/`` (each run's ``<run>.json``, ``attention.json``
 and ``results.json``) and ``runs/<run>/seed<S>/train_summary.json``. The checkpoints and data stay on
 the machine that trained them; the run information saved in ``results.json`` (plans, counted FLOPs)
@@ -33,7 +33,7 @@ def rescore(record) -> list[dict]:
     record = Path(record).resolve()
     if not (record / "params.yaml").exists():
         raise UVLMError(f"'{record}' is not a record folder: it has no params.yaml "
-                        "(bash figures/gpu/record.sh lays one out)")
+                        "(bash scripts/gpu/record.sh lays one out)")
     if not (record / "metrics" / "results.json").exists():
         raise MissingInputError(record / "metrics" / "results.json", "results")
     cfg = load_config(record / "params.yaml", overrides={"paths": {"data": str(record), "figures": str(record)}})
@@ -54,7 +54,7 @@ def rescore(record) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m uvlm.paper.rescore", description=__doc__.split("\n")[0])
-    ap.add_argument("record", help="a record folder (params.yaml, metrics/, runs/), e.g. figures/gpu/grid")
+    ap.add_argument("record", help="a record folder (params.yaml, metrics/, runs/), e.g. records/gpu/grid")
     a = ap.parse_args(argv)
     try:
         claims = rescore(a.record)

@@ -639,7 +639,7 @@ def main(argv=None) -> int:
             kind = int if "int" in str(f.type) else str
             ap.add_argument(*flags, type=kind, default=f.default, help=helps.get(f.name, f"default: {f.default}"),
                             choices=(f.metadata.get("rule") or {}).get("choices"))
-    ap.add_argument("--out", help="output folder, or a .json path (default: figures/bench/<device>.json)")
+    ap.add_argument("--out", help="output folder, or a .json path (default: figures/bench/<device>.json; the committed ones are in records/bench/)")
     ap.add_argument("--no-figure", action="store_true")
     ap.add_argument("--list-plans", action="store_true", help="print the runs and their layer plans, then exit")
     a = vars(ap.parse_args(argv))

@@ -210,7 +210,7 @@ def disabled_note(cfg, out_dir) -> dict:
             "experiment: run it with `dvc exp run -S preset=gpu` (the whole grid takes about 25 min on one "
             "H200; an interrupted run resumes), or set "
             "`sweep.enabled: true` with a smaller `sweep.sizes`. The committed gpu results are in "
-            "figures/gpu/sweep/.\n")
+            "records/gpu/sweep/.\n")
     write_text(Path(out_dir) / "verdict.md", text)
     return {"enabled": False, "preset": cfg.preset}
 

@@ -26,7 +26,7 @@ class TrainConfig:
     max_epochs: Optional[float] = field(default=None, metadata=rule(gt=0))
     batch_size: int = field(default=32, metadata=rule(ge=1))
     grad_accum: int = field(default=1, metadata=rule(ge=1))
-    # cpu value chosen by `python -m uvlm.train.hparam_sweep` (figures/sweeps/hparams_cpu.md).
+    # cpu value chosen by `python -m uvlm.train.hparam_sweep` (records/sweeps/hparams_cpu.md).
     lr: float = field(default=1e-3, metadata=rule(gt=0, le=1))
     min_lr_ratio: float = field(default=0.1, metadata=rule(ge=0, le=1))
     warmup_steps: int = field(default=30, metadata=rule(ge=0))
@@ -65,7 +65,7 @@ class TrainConfig:
     # and the train stage). A model that leaves a GPU idle between host-bound steps gains most
     # (six small sweep jobs: 2.6x the throughput); the gpu preset's 22M model already keeps a
     # GPU nearly busy, and three seeds gave 1.05x eager and 1.4x compiled on an H200
-    # (figures/gpu/stage_timing/). On CPU the cores are split between them, which gains little.
+    # (records/gpu/stage_timing/). On CPU the cores are split between them, which gains little.
     # Ignored when num_processes > 1.
     parallel_seeds: int = field(default=1, metadata=rule(ge=1, le=16))
     # torch CPU threads (0: every core this process may use, split between the processes of a

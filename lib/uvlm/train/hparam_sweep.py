@@ -6,8 +6,9 @@ Each point trains the isolated baselines (``u_base``, ``g_base``) on the world a
 tokenizer that ``dvc repro data tokenizer`` built, and keeps the best validation loss per
 task and the step it was reached (the validation split only: test splits stay unseen). The
 learning rate is swept at the preset's width, then the width at the preset's learning rate.
-The table it writes (figures/sweeps/hparams_<preset>.{json,md}) is the record behind the
-preset's values; every run of the grid then uses those same settings.
+The table it writes (figures/sweeps/hparams_<preset>.{json,md}; the cpu one is committed in
+records/sweeps/) is the record behind the preset's values; every run of the grid then uses those
+same settings.
 
 Why it matters: a learning rate that suits one width can ruin another, so the preset's
 values are chosen here, on held-out loss, once, and never per run.

@@ -107,7 +107,7 @@ def _write_split(out_dir: Path, name: str, records, images) -> None:
     # Uncompressed: deflating noisy-background images is single-threaded and slow. On the gpu
     # preset's H100 host, 8000 images of 64 px took 8.1 s against 0.07 s, so the two training
     # splits cost 16 s of a 71 s `data` stage, for a 3.4x smaller file. Reading back is faster
-    # too: 0.06 s against 0.45 s (figures/bench/host-costs-nvidia-h100.txt).
+    # too: 0.06 s against 0.45 s (records/bench/host-costs-nvidia-h100.txt).
     save_npz(out_dir / f"{name}.npz", compress=False, images=images)
 
 

@@ -77,7 +77,7 @@ def load_text_tokenizer(directory):
     # The class itself, not AutoTokenizer: the auto classes' imports pull in transformers'
     # generation and distributed code (and scikit-learn where it is installed). Every train and
     # eval process and `results` load this tokenizer; in a fresh process on the gpu preset's H100
-    # host that took 8.6-9.6 s against 1.6-2.3 s (figures/bench/host-costs-nvidia-h100.txt).
+    # host that took 8.6-9.6 s against 1.6-2.3 s (records/bench/host-costs-nvidia-h100.txt).
     from transformers import PreTrainedTokenizerFast
 
     directory = Path(directory)
