@@ -42,7 +42,7 @@ build_tokenizer(cfg.tokenizer, cfg.seed, world, cfg.paths.data / "tokenizer",
                 probe=load_probe(probe_path(cfg)), progress=False)
 PY
 echo "[data+tokenizer] exit $? after $((SECONDS - t0)) s"
-SLUG=$(python -c "import torch; from uvlm.perf.bench import device_slug; print(device_slug(torch.cuda.get_device_name()))")
+SLUG=$(python -c "import torch; from uvlm.core.devices import device_slug; print(device_slug(torch.cuda.get_device_name()))")
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 
 # uvlm.train.cli on both GPUs through accelerate (DDP, bf16); an array, so `timeout` can run it.

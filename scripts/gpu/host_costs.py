@@ -26,7 +26,7 @@ def setup_breakdown(run: str = "ug_base") -> dict:
 
     from uvlm.core.config import load_config
     from uvlm.train.setup import build_model, load_task_data, run_plans, vocab_for
-    from uvlm.train.loop import make_optimizer, resolve_device
+    from uvlm.train.loop import device_and_precision, make_optimizer
 
     marks, t = {}, time.perf_counter()
 
@@ -36,7 +36,7 @@ def setup_breakdown(run: str = "ug_base") -> dict:
         marks[name], t = round(now - t, 2), now
     cfg = load_config("params.yaml")
     spec = cfg.run(run)
-    device, precision = resolve_device(cfg.train)
+    device, precision = device_and_precision(cfg.train)
     torch.zeros(1, device=device)
     mark("config + CUDA init")
     acc = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
