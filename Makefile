@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (uvlm)" >/dev/null
 	touch $(STAMP)
 
+# The end-to-end pipeline test (-m slow: one `dvc repro` of the tiny project, about 5 minutes,
+# mostly one process at a time) runs beside the rest of the suite, which mostly uses one core too:
+# on 2 cores the two take about as long as the slower alone. Each prints its slowest tests.
 test: install
-	$(PY) -m pytest -q
+	@$(PY) -m pytest -q -m slow -p no:cacheprovider > .pytest-slow.log 2>&1 & slow=$$!; \
+	$(PY) -m pytest -q -m "not slow"; rest=$$?; \
+	wait $$slow; rc=$$?; echo "--- the end-to-end pipeline test (-m slow) ---"; cat .pytest-slow.log; \
+	rm -f .pytest-slow.log; [ $$rest -eq 0 ] && [ $$rc -eq 0 ]
 
 # The stages call papermill and the venv's kernel: put the venv first on PATH.
 # JOBS=3 runs independent stages side by side (python -m uvlm.pipeline.repro); the default runs

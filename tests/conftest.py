@@ -21,6 +21,18 @@ attention:
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_global_state():
+    """Put back torch's thread count and the HiMix kernel after every test: either, left changed
+    by one test, changed the rounding of later ones (a torch.equal of two code paths passed alone
+    and failed after test_evaluate had set 2 threads)."""
+    from uvlm.model import attention as attention_ops
+    threads, kernel = torch.get_num_threads(), attention_ops.himix_kernel()
+    yield
+    torch.set_num_threads(threads)
+    attention_ops._himix_kernel[0] = kernel
+
+
 def write_tiny_params(root, extra: str = "") -> str:
     path = root / "params.yaml"
     path.write_text(textwrap.dedent(f"""

@@ -47,8 +47,12 @@ def test_repo_params_file_is_valid_under_every_preset(tmp_path):
     ("train:\n  loss_on: everything\n", "train.loss_on"),
     ("train:\n  seeds: []\n", "train.seeds"),
     ("seed: -1\n", "seed"),
+    ("paths:\n  figures: [not, a, path]\n", "paths.figures"),
     ("runs:\n  r: {task: uv, accel: base}\n", "runs.r.task"),
     ("runs:\n  r: {task: u, accel: base, epochs_factor: 0}\n", "runs.r.epochs_factor"),
+    # K = round(0.9 x 4 layers) = 4 shallow layers, of at most 1: named on the key that was set.
+    ("attention: {run: r}\nruns:\n  r: {task: g, accel: hmgen, hmgen_fraction: 0.9}\n", "runs.r.hmgen_fraction"),
+    ("attention: {run: r}\nruns:\n  r: {task: g, accel: hmgen, hmgen_k: 3}\n", "runs.r.hmgen_k"),
 ])
 def test_bad_values_name_the_key_value_and_allowed(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:
@@ -60,3 +64,43 @@ def test_bad_values_name_the_key_value_and_allowed(tmp_path, text, key):
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         load_config(tmp_path / "nowhere.yaml")
+
+
+def test_set_edits_one_key_of_one_run_and_keeps_the_grid(tmp_path):
+    """``--set runs.X.k=v`` works as ``dvc exp run -S``: one key of one run changes."""
+    from uvlm.train.cli import parse_sets
+    path = _params(tmp_path, "preset: tiny\nattention: {run: u_base}\nruns:\n  g_k: {task: g, accel: hmgen, hmgen_k: 1}\n"
+                             "  u_base: {task: u, accel: base}\n")
+    cfg = load_config(path, sets=parse_sets(["runs.g_k.hmgen_k=0", "train.lr=3e-4"]))
+    assert sorted(cfg.runs) == ["g_k", "u_base"]
+    assert (cfg.runs["g_k"].task, cfg.runs["g_k"].accel, cfg.runs["g_k"].hmgen_k) == ("g", "hmgen", 0)
+    assert cfg.train.lr == 3e-4
+    assert load_config(path, sets=parse_sets(["runs.new.task=g"])).runs["new"].task == "g"
+    with pytest.raises(ConfigError, match="runs.g_k.hmgen_fraction"):
+        load_config(path, sets=parse_sets(["runs.g_k.hmgen_fraction=0.9"]))
+
+
+def test_unreadable_yaml_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="params.yaml"):
+        load_config(_params(tmp_path, "train: [unclosed\n"))
+
+
+def test_the_params_stage_names_the_bad_key_and_writes_a_constant_file(tmp_path, capsys):
+    """`python -m uvlm.core.params_check`, the pipeline's first stage: its output never changes, so a
+    valid edit re-runs only the stages whose keys changed."""
+    from uvlm.core import params_check
+    out = tmp_path / "checked.txt"
+    assert params_check.main([str(_params(tmp_path, "preset: tiny\ntrian: {lr: 1}\n")), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'trian'" in err and "No stage has run" in err and not out.exists()
+    for text in ("preset: tiny\n", "preset: tiny\ntrain: {lr: 0.002}\n"):
+        assert params_check.main([str(_params(tmp_path, text)), str(out)]) == 0
+        assert out.read_text() == params_check.CHECKED
+
+
+def test_notebook_overrides_edit_one_run_and_keep_the_grid(tmp_path):
+    from uvlm.core.notebook import setup
+    path = _params(tmp_path, "preset: tiny\nattention: {run: u_base}\nruns:\n"
+                             "  g_k: {task: g, accel: hmgen, hmgen_k: 1}\n  u_base: {task: u, accel: base}\n")
+    cfg = setup(str(path), ["runs.g_k.hmgen_k=0"], chdir=False)
+    assert sorted(cfg.runs) == ["g_k", "u_base"] and cfg.runs["g_k"].task == "g" and cfg.runs["g_k"].hmgen_k == 0

@@ -65,3 +65,55 @@ def test_uncovered_word_is_named(tiny_world):
 def test_tokenizer_loads_from_world_dir(tiny_world):
     cfg = load_config(tiny_world)
     assert len(load_text_tokenizer(cfg.paths.data / "world")) > 10
+
+
+def _copy_data(tiny_world, tmp_path):
+    """A scratch copy of the tiny project's world and tokenizer outputs -> its config."""
+    import shutil
+    src = load_config(tiny_world).paths.data
+    for sub in ("world", "tokenizer"):
+        shutil.copytree(src / sub, tmp_path / sub)
+    return load_config(tiny_world, {"paths": {"data": str(tmp_path)}})
+
+
+def test_codes_of_another_world_are_named(tiny_world, tmp_path):
+    """A world rebuilt at another seed after the tokenizer ran: its codes no longer describe the
+    images, and training on them must not start."""
+    from uvlm.world.build import build_world
+    cfg = _copy_data(tiny_world, tmp_path)
+    vocab_for(cfg)  # the matching pair loads
+    build_world(cfg.world, cfg.seed + 1, tmp_path / "world", progress=False)
+    other = load_config(tiny_world, {"paths": {"data": str(tmp_path)}, "seed": cfg.seed + 1})
+    with pytest.raises(UVLMError, match=r"codes.npz' was made from another world.*world.json"):
+        vocab_for(other)
+
+
+def test_codes_of_a_smaller_codebook_are_named(tiny_world, tmp_path):
+    cfg = _copy_data(tiny_world, tmp_path)
+    bigger = load_config(tiny_world, {"paths": {"data": str(tmp_path)},
+                                      "tokenizer": {"codebook_size": 2 * cfg.tokenizer.codebook_size}})
+    with pytest.raises(UVLMError, match=r"codes.npz' holds codes of a 32-entry codebook.*tokenizer.codebook_size=64"):
+        vocab_for(bigger)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random"])
+def test_damaged_inputs_are_named_by_file(tiny_world, tmp_path, damage):
+    cfg = _copy_data(tiny_world, tmp_path)
+    for path in (tmp_path / "tokenizer" / "codes.npz", tmp_path / "world" / "u_train.npz"):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if damage == "truncate" else bytes(range(256)) * 4)
+    with pytest.raises(UVLMError, match="codes.npz") as e:
+        vocab_for(cfg)
+    assert "allow_pickle" not in str(e.value) and "dvc repro tokenizer" in str(e.value)
+    from uvlm.world.build import load_split
+    with pytest.raises(UVLMError, match="u_train.npz"):
+        load_split(tmp_path / "world", "u_train")
+
+
+def test_a_corrupt_record_line_is_named(tiny_world, tmp_path):
+    cfg = _copy_data(tiny_world, tmp_path)
+    path = tmp_path / "world" / "u_train.jsonl"
+    path.write_text(path.read_text()[:-40] + "\n")  # the last record cut short
+    from uvlm.tokens.sequences import read_records
+    with pytest.raises(UVLMError, match=r"u_train.jsonl' line 64"):
+        read_records(cfg.paths.data / "world", "u_train")

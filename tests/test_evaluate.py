@@ -92,9 +92,18 @@ def _write_run(cfg, run, tasks):
     write_json(out / "train_summary.json", {"steps": 40, "best": {t: {"val_loss": 1.5, "step": 20} for t in tasks}})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _two_threads():
+    """This module's tests run with 2 threads, and leave the count as they found it: a count left
+    behind changes the rounding of every later test's matmuls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("eval")
     cfg = _cfg(root)
     splits = _write_world(cfg)
@@ -179,7 +188,8 @@ def test_aggregate_over_seeds_and_table(setup):
     cfg, _ = setup
     res = evaluate_seeds(cfg, "g_hmgen", out_path=cfg.paths.figures / "metrics" / "g_hmgen.json", progress=False)
     assert res["aggregate"]["g"]["generation"]["all"]["fd"]["n"] == 1
-    assert (cfg.paths.figures / "metrics" / "g_hmgen.json").exists()
+    committed = json.loads((cfg.paths.figures / "metrics" / "g_hmgen.json").read_text())
+    assert committed["machine"]["cpu"] and committed["machine"]["cores"] >= 1  # scores depend on the host
     df = table_frame(res)
     assert "FID" in df.columns and "GQA" not in df.columns
 

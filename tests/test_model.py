@@ -232,3 +232,17 @@ def test_plan_needing_a_missing_set_is_a_config_error():
     with pytest.raises(ConfigError) as e:
         model(u_batch()[0], plan=bad)
     assert e.value.key == "plan[3].mode"
+
+
+def test_safetensors_files_are_byte_identical_for_the_same_weights(tmp_path):
+    """safetensors writes metadata in hash-map order; the header is sorted, so DVC sees one hash."""
+    from uvlm.core.io import load_tensors, save_tensors
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.int64)}
+    meta = {"format": "uvlm", "config": {"z": 1, "a": [1, 2]}, "metrics": {"x": 0.5}, "probe": "p", "seed": 3}
+    blobs = set()
+    for i in range(6):
+        save_tensors(tmp_path / f"{i}.safetensors", tensors, meta)
+        blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    back, got = load_tensors(tmp_path / "0.safetensors")
+    assert got == meta and all(torch.equal(back[k], tensors[k]) for k in tensors)

@@ -6,18 +6,24 @@ tokenizer stage but not the data stage.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# One `dvc repro` of the whole tiny project, mostly one process at a time: `make test` runs this
+# module beside the rest of the suite (pytest -m slow / -m "not slow"), which mostly uses one core too.
+pytestmark = pytest.mark.slow
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
@@ -26,11 +32,16 @@ def _tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _dvc(cwd: Path, *args: str) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1")
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True,
+def _env() -> dict:
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                DVC_NO_ANALYTICS="1")
+
+
+def _dvc(cwd: Path, *args: str, check: bool = True):
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=_env(), capture_output=True,
                           text=True)
+    if not check:
+        return proc
     if proc.returncode:
         pytest.fail(f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout
@@ -134,3 +145,78 @@ def test_probe_param_reruns_the_probe_not_the_world(tiny_project):
     stale = _stale_after(tiny_project, "probe", "steps", 41)
     assert "probe" in stale
     assert "data" not in stale
+
+
+def _edit_params(project: Path, edit) -> str:
+    """Apply ``edit`` to the project's params.yaml (a dict) -> the original text, to put back."""
+    path = project / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return original
+
+
+@pytest.mark.parametrize("bad, named", [
+    (lambda p: p.update(trian={"lr": 0.1}), "trian"),               # a section no stage lists
+    (lambda p: p.update(preset="huge"), "preset"),                   # every stage lists it
+], ids=["typo-section", "preset"])
+def test_a_bad_params_file_fails_before_any_output_is_deleted(tiny_project, bad, named):
+    kept = [tiny_project / "data" / "world" / "world.json", tiny_project / "figures" / "world_samples.png",
+            tiny_project / "data" / "runs" / "u_base" / "seed0" / "final" / "model.safetensors"]
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    original = _edit_params(tiny_project, bad)
+    try:
+        proc = _dvc(tiny_project, "repro", check=False)
+    finally:
+        (tiny_project / "params.yaml").write_text(original)
+    assert proc.returncode != 0
+    assert f"'{named}'" in proc.stdout + proc.stderr and "No stage has run" in proc.stdout + proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in kept} == before  # nothing deleted, nothing re-made
+    _dvc(tiny_project, "repro")  # the good file again: only the check re-runs, its output unchanged
+    assert {p: p.stat().st_mtime_ns for p in kept} == before
+    assert "up to date" in _dvc(tiny_project, "status")
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (papermill's kernel runs in a session of its own)."""
+    import psutil
+    procs = psutil.Process(pid).children(recursive=True) + [psutil.Process(pid)]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def test_a_train_stage_killed_mid_training_resumes_under_dvc_repro(tiny_project):
+    """`persist` keeps the run folder when DVC re-runs the stage, so a killed stage resumes from its
+    last checkpoint instead of starting again from step 0."""
+    from uvlm.train.checkpoint import read_training_state
+
+    run = tiny_project / "data" / "runs" / "u_kill" / "seed0"
+    executed = tiny_project / "notebooks" / "executed" / "03_train_u_kill.ipynb"
+    # 12 epochs of the tiny U set: 96 steps, killed once the checkpoint of step 8 is on disk.
+    original = _edit_params(tiny_project, lambda p: p["runs"].update(
+        u_kill={"task": "u", "accel": "base", "epochs_factor": 12.0}))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train@u_kill"], cwd=tiny_project,
+                                env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while read_training_state(run / "last") is None or read_training_state(run / "last")["step"] < 8:
+            assert proc.poll() is None, "the stage ended before its second checkpoint"
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        _kill_tree(proc.pid)
+        cut = read_training_state(run / "last")["step"]
+        assert not (run / "train_summary.json").exists(), "killed too late: the run had finished"
+        _dvc(tiny_project, "repro", "train@u_kill")
+        assert f"resuming at step {cut}/96" in executed.read_text()
+        steps = [int(r["step"]) for r in csv.DictReader((run / "train_log.csv").open())]
+        assert steps == list(range(1, 97))
+        assert json.loads((run / "train_summary.json").read_text())["finished"]
+    finally:
+        (tiny_project / "params.yaml").write_text(original)
+        shutil.rmtree(run.parent, ignore_errors=True)
+        executed.unlink(missing_ok=True)

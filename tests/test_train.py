@@ -1,6 +1,7 @@
 """Training loop: determinism, exact resume, refusal on changed settings, NaN stop."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -70,6 +71,25 @@ def test_resume_with_changed_settings_refuses(tiny_world, tmp_path):
         train_run(changed, "u_base", 0, out_dir=tmp_path / "r", progress=False)
 
 
+def test_the_stage_trains_a_finished_run_of_other_settings_again_but_keeps_a_cut_one(tiny_world, tmp_path):
+    """Run folders persist across `dvc repro`: a finished run (which DVC cached) of other settings
+    is trained again, a cut one (not cached anywhere) is refused, never deleted."""
+    from uvlm.train.loop import drop_superseded_run
+    from uvlm.train.setup import run_dir
+    cfg = load_config(tiny_world, {"paths": {"data": str(tmp_path)}})
+    for sub in ("world", "tokenizer"):
+        (tmp_path / sub).symlink_to(load_config(tiny_world).paths.data / sub)
+    changed = load_config(tiny_world, {"paths": {"data": str(tmp_path)}, "train": {"lr": 0.002}})
+    out = run_dir(cfg, "u_base", 0)
+    train_run(cfg, "u_base", 0, stop_after=3, progress=False)
+    assert not drop_superseded_run(changed, "u_base", 0) and (out / "last").exists()
+    with pytest.raises(UVLMError, match=r"(?s)saved at step 3.*train.lr.*Put those values back"):
+        train_run(changed, "u_base", 0, progress=False)
+    train_run(cfg, "u_base", 0, progress=False)
+    assert not drop_superseded_run(cfg, "u_base", 0)  # same settings: reused as it is
+    assert drop_superseded_run(changed, "u_base", 0) and not out.exists()
+
+
 def test_corrupt_checkpoint_is_named(tiny_world, tmp_path):
     cfg = load_config(tiny_world)
     train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=3, progress=False)
@@ -113,6 +133,81 @@ def test_non_finite_loss_inside_a_log_block_never_reaches_a_checkpoint(tiny_worl
     with pytest.raises(UVLMError, match="non-finite loss nan at step 5"):
         train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
     assert '"step": 4' in (tmp_path / "r" / "last" / "state.json").read_text()  # ckpt_every 4; step 8 never saved
+
+
+class _InfGrad(torch.autograd.Function):
+    """The identity forward; an inf gradient backward (the loss itself stays finite)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
+
+
+def test_inf_gradient_on_a_checkpoint_step_never_replaces_the_checkpoint(tiny_world, tmp_path, monkeypatch):
+    """Clipping turns an inf gradient into NaN weights while the step's loss is finite: the
+    gradient norm is checked before the save, so the checkpoint of step 4 stays the one kept."""
+    cfg = load_config(tiny_world)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=4, progress=False)
+    kept = (tmp_path / "r" / "last" / "model" / "model.safetensors").read_bytes()
+    from uvlm.model import decoder as M
+    real, calls = M.UVLM.forward, []
+
+    def inf_grad_at_step_8(self, *a, **k):
+        out = real(self, *a, **k)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 4:  # step 8 of 8: ckpt_every 4 and the run's end both save here
+                out.loss = _InfGrad.apply(out.loss)
+        return out
+
+    monkeypatch.setattr(M.UVLM, "forward", inf_grad_at_step_8)
+    with pytest.raises(UVLMError, match=r"non-finite gradient norm .* at step 7 .*checkpoint of step 4") as e:
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert "train.lr" in str(e.value)
+    assert '"step": 4' in (tmp_path / "r" / "last" / "state.json").read_text()
+    assert (tmp_path / "r" / "last" / "model" / "model.safetensors").read_bytes() == kept
+    assert not (tmp_path / "r" / "final").exists()
+    monkeypatch.setattr(M.UVLM, "forward", real)
+    done = train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)  # the kept checkpoint resumes
+    assert done["finished"] and all(torch.isfinite(w).all() for w in weights(tmp_path / "r").values())
+
+
+def test_non_finite_first_step_says_nothing_is_kept(tiny_world, tmp_path, monkeypatch):
+    cfg = load_config(tiny_world)
+    from uvlm.model import decoder as M
+    real = M.UVLM.forward
+
+    def poisoned(self, *a, **k):
+        out = real(self, *a, **k)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(M.UVLM, "forward", poisoned)
+    with pytest.raises(UVLMError, match="at step 0") as e:
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert "No checkpoint exists" in str(e.value) and "is kept" not in str(e.value)
+    assert "rather than train.lr" in str(e.value)
+
+
+def test_non_finite_weights_are_never_saved_over_a_checkpoint(tiny_world, tmp_path):
+    from uvlm.train.checkpoint import save_model_dir, save_training_state
+    from uvlm.train.setup import build_model, vocab_for
+    cfg = load_config(tiny_world)
+    model = build_model(cfg, vocab_for(cfg)[0], cfg.run("u_base"), 0)
+    save_training_state(tmp_path / "last", model, None, {"step": 1})
+    save_model_dir(model, tmp_path / "best")
+    with torch.no_grad():
+        next(model.parameters())[0] = float("inf")
+    for save in (lambda: save_training_state(tmp_path / "last", model, None, {"step": 2}),
+                 lambda: save_model_dir(model, tmp_path / "best")):
+        with pytest.raises(CheckpointError, match="NaN or inf"):
+            save()
+    assert '"step": 1' in (tmp_path / "last" / "state.json").read_text()
+    assert (tmp_path / "best" / "model.safetensors").exists()
 
 
 def test_gradient_accumulation_matches_one_batch(tiny_world, tmp_path):
@@ -221,6 +316,27 @@ def test_train_log_has_rates_and_flops(tiny_world, tmp_path):
     rows = list(csv.DictReader((tmp_path / "r" / "train_log.csv").open()))
     assert {r["task"] for r in rows} == {"u", "g"}
     assert all(float(r["tokens_per_s"]) > 0 and float(r["flops_per_step"]) > 0 for r in rows)
+
+
+def test_flops_per_step_do_not_depend_on_where_a_run_resumed(tiny_world, tmp_path):
+    import csv
+    cfg = load_config(tiny_world)
+    full = train_run(cfg, "ug_base", 0, out_dir=tmp_path / "full", progress=False)
+    for cut in (3, 5):
+        train_run(cfg, "ug_base", 0, out_dir=tmp_path / "part", stop_after=cut, progress=False)
+    train_run(cfg, "ug_base", 0, out_dir=tmp_path / "part", progress=False)
+    flops = [[r["flops_per_step"] for r in csv.DictReader((tmp_path / d / "train_log.csv").open())]
+             for d in ("full", "part")]
+    assert len(flops[0]) == full["steps"] and flops[0] == flops[1]
+    summaries = [json.loads((tmp_path / d / "train_summary.json").read_text()) for d in ("full", "part")]
+    assert summaries[0]["flops_total"] == summaries[1]["flops_total"]
+
+
+def test_short_max_seq_len_is_named_when_the_data_loads(tiny_world, tmp_path):
+    cfg = load_config(tiny_world, {"model": {"max_seq_len": 16}})
+    with pytest.raises(ConfigError, match=r"model.max_seq_len.*u_train.jsonl"):
+        train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "last").exists()
 
 
 def test_out_of_memory_message_suggests_accumulation(tmp_path):

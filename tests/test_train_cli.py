@@ -39,6 +39,10 @@ def test_bad_input_is_named(tiny_world, capsys):
     assert "train.lr" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         train_cli.parse_sets(["lr=3e-4"])
+    # A run's override is checked when the config loads, and named by the key that was set.
+    assert train_cli.main(base + ["--run", "g_hmgen", "--set", "runs.g_hmgen.hmgen_fraction=0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "runs.g_hmgen.hmgen_fraction" in err and "hmgen.k" not in err
 
 
 def test_set_values_are_read_as_yaml():

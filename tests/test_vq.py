@@ -8,6 +8,7 @@ import torch
 from uvlm.core.errors import CheckpointError, ConfigError, MissingInputError
 from uvlm.core.io import load_npz, write_json
 from uvlm.core.schema import build
+from uvlm.tokens.sequences import CODES_META
 from uvlm.tokens.vq import VQConfig, evaluate_vq, init_model, load_vq, save_vq, train_vq
 from uvlm.tokens.vq_build import build_tokenizer, save_tokenizer_figure
 
@@ -129,7 +130,7 @@ def test_build_tokenizer_writes_outputs(tmp_path):
     metrics = build_tokenizer(tiny_cfg(steps=5), 0, tmp_path / "world", out, progress=False)
     assert {"vq.safetensors", "metrics.json", "codes.npz"} <= {p.name for p in out.iterdir()}
     codes = load_npz(out / "codes.npz")
-    assert set(codes) == set(splits)
+    assert set(codes) == set(splits) | {CODES_META}  # and what the codes were made from
     for name, imgs in splits.items():
         assert codes[name].dtype == np.int16 and codes[name].shape == (len(imgs), 4, 4)
     on_disk = json.loads((out / "metrics.json").read_text())

@@ -187,6 +187,8 @@ def test_build_world_writes_every_output(tmp_path):
 
     cfg = build(WorldConfig, TINY, prefix="world")
     summary = build_world(cfg, 7, tmp_path, progress=False)
+    timing = summary.pop("seconds")  # returned to the caller, never written into data/world
+    assert set(timing) == {"records", "render", "total"}
     assert load_world_info(tmp_path) == json.loads(json.dumps(summary))
     for name in ALL_SPLITS:
         records, images = load_split(tmp_path, name)
@@ -230,3 +232,51 @@ def test_parallel_rendering_works_from_a_script_on_stdin():
               "print('same')\n")
     done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "same" in done.stdout, done.stderr
+
+
+class _SlowClock:
+    """time.time / perf_counter jumping 1000 s per call: every measured duration changes."""
+
+    def __init__(self):
+        import time
+        self._time, self.now = time, 1e6
+
+    def time(self):
+        self.now += 1000.0
+        return self.now
+
+    perf_counter = time
+
+    def __getattr__(self, name):
+        return getattr(self._time, name)
+
+
+def _file_hashes(folder):
+    from pathlib import Path
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_timings_stay_out_of_the_cached_outputs(tiny_world, tmp_path, monkeypatch):
+    """data/world, data/probe and data/tokenizer hash the same when only the clock differs, so a
+    re-run of `data` after a comment-only edit leaves every later stage up to date."""
+    from uvlm.probe import model as probe
+    from uvlm.probe import build as probe_build
+    from uvlm.tokens import vq
+    from uvlm.world import build as world_build
+    from uvlm.core.config import load_config
+    from uvlm.probe.build import build_probe
+    from uvlm.tokens.vq_build import build_tokenizer
+
+    for module in (world_build, probe, probe_build, vq):
+        monkeypatch.setattr(module, "time", _SlowClock())
+    cfg = load_config(tiny_world)
+    world = world_build.build_world(cfg.world, cfg.seed, tmp_path / "world", progress=False)
+    summary = build_probe(cfg.world, cfg.probe, cfg.seed, tmp_path / "probe", progress=False)
+    metrics = build_tokenizer(cfg.tokenizer, cfg.seed, tmp_path / "world", tmp_path / "tokenizer",
+                              probe=probe.load_probe(tmp_path / "probe" / "probe.safetensors"), progress=False)
+    assert world["seconds"]["total"] >= 1000 and summary["seconds"] >= 1000 and metrics["train_seconds"] >= 1000
+    assert metrics["machine"]["cpu"]  # reported with the committed metrics, kept out of data/tokenizer
+    assert "machine" not in json.loads((tmp_path / "tokenizer" / "metrics.json").read_text())
+    for name in ("world", "probe", "tokenizer"):
+        assert _file_hashes(tmp_path / name) == _file_hashes(cfg.paths.data / name), name

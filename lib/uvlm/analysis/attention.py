@@ -1,4 +1,4 @@
-"""Segment attention allocation (PAPER.md section 1, Eq. 2), streamed layer by layer.
+"""Segment attention allocation (docs/method.md §2), streamed layer by layer.
 
 For layer l and a segment S of keys:
 

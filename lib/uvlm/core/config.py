@@ -79,7 +79,7 @@ class ModelArgs:
 
 @dataclass
 class AttentionArgs:
-    """The attention-allocation profile (PAPER.md section 1)."""
+    """The attention-allocation profile (docs/method.md §2)."""
     n_samples: int = field(default=64, metadata=rule(ge=1))
     run: str = "ug_base"            # a run of the grid, profiled at seed train.seeds[0]
     hf_model_path: Optional[str] = None  # or a local transformers decoder instead
@@ -193,15 +193,34 @@ def read_preset(name: str) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def load_config(params_path="params.yaml", overrides: dict | None = None) -> Config:
-    """Read, resolve and validate. Raises ConfigError naming the offending key."""
+def set_keys(raw: dict, sets: dict) -> dict:
+    """``raw`` with every leaf of ``sets`` written into it, as ``dvc exp run -S KEY=VALUE`` edits
+    params.yaml: key by key, the run grid included (``runs.X.k=v`` changes one key of one run)."""
+    out = copy.deepcopy(raw)
+    for k, v in sets.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = set_keys(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(params_path="params.yaml", overrides: dict | None = None, sets: dict | None = None) -> Config:
+    """Read, resolve and validate. Raises ConfigError naming the offending key.
+
+    ``sets`` (from ``--set KEY=VALUE``, :func:`uvlm.train.cli.parse_sets`) edit the file's values
+    key by key, as ``dvc exp run -S`` does; ``overrides`` replace a whole ``runs`` grid (a sweep
+    job's one-run grid)."""
     params_path = Path(params_path).resolve()
     if not params_path.exists():
         raise FileNotFoundError(f"params file '{params_path}' does not exist")
-    raw = yaml.safe_load(params_path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(params_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(str(params_path), "(unreadable)", f"valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml", raw, "a mapping of sections")
-    raw = _merge(_drop_nulls(raw), _drop_nulls(overrides or {}))
+    raw = _merge(_drop_nulls(set_keys(raw, sets or {})), _drop_nulls(overrides or {}))
     return resolve(raw, root=params_path.parent)
 
 

@@ -46,17 +46,38 @@ def resolve_precision(precision: str, device: str, key: str, notes: Optional[lis
     return precision
 
 
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else what the platform module knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: str) -> str:
     """The card's or the processor's name, as a record states where it was measured."""
     if device == "cuda":
         import torch
 
         return torch.cuda.get_device_name()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "CPU " + line.split(":", 1)[1].strip()
-    return f"CPU {platform.processor() or platform.machine()}"
+    return f"CPU {cpu_name()}"
+
+
+def machine() -> dict:
+    """What a committed result was computed on. The cpu preset's scores depend on it: the CPU's
+    vector units and math library change the float rounding of every stage from the tokenizer
+    on (docs/testing.md, "Robustness")."""
+    import os
+
+    import torch
+
+    out = {"cpu": cpu_name(),
+           "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+           "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
 
 
 def device_slug(name: str) -> str:

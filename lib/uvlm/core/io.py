@@ -10,11 +10,12 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, MissingInputError
+from .errors import CheckpointError, MissingInputError, UVLMError
 
 
 @contextlib.contextmanager
@@ -70,24 +71,67 @@ def save_npz(path, compress: bool = True, **arrays) -> None:
         (np.savez_compressed if compress else np.savez)(tmp, **arrays)
 
 
-def load_npz(path, stage: str | None = None) -> dict:
+def read_jsonl(path, stage: str | None = None) -> list[dict]:
+    """One JSON record per line; a bad line is named by file and line number."""
     path = Path(path)
     if not path.exists():
         if stage:
             raise MissingInputError(path, stage)
         raise FileNotFoundError(path)
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    out = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UVLMError(f"'{path}' line {i} is not a JSON record ({e}): the file is corrupt"
+                                + (f"; re-run `dvc repro {stage}`" if stage else "")) from e
+    return out
+
+
+def load_npz(path, stage: str | None = None) -> dict:
+    """Every array of an .npz file, never unpickling; a truncated or foreign file is named."""
+    path = Path(path)
+    if not path.exists():
+        if stage:
+            raise MissingInputError(path, stage)
+        raise FileNotFoundError(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):  # a bare .npy, not an archive of named arrays
+                raise ValueError("a single array, not an .npz archive")
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        # numpy's own message for bytes that are no archive advises allow_pickle=True, which is
+        # never the fix here: the file is damaged or is not what the stage wrote.
+        why = "not a numpy file" if "pickle" in str(e) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise UVLMError(f"'{path}' is not a readable .npz archive of arrays, truncated or corrupt ({why})"
+                        + (f"; re-run `dvc repro {stage}`" if stage else "")) from None
 
 
 def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Write a safetensors file atomically. Metadata values are stored as JSON strings."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    blob = _canonical_header(save(tensors, metadata=meta))
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(blob)
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the metadata from a hash map, in an order that changes from one process
+    to the next, so the same weights gave files of other bytes, and DVC re-ran every stage
+    downstream of an unchanged checkpoint. Tensor offsets count from the end of the header, so
+    only the header is rewritten (padded with spaces to 8 bytes, as the format allows).
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + blob[8 + n:]
 
 
 def load_tensors(path, stage: str | None = None, device="cpu"):

@@ -78,4 +78,5 @@ def setup(params_path="params.yaml", overrides=None, chdir: bool = True):
     root = find_root(params_path)
     if chdir and Path.cwd().resolve() != root:
         os.chdir(root)
-    return load_config(root / params_path, overrides=sets)  # root / an absolute path is that path
+    # sets, not overrides: runs.X.key=value edits one key of one run, as dvc exp run -S does.
+    return load_config(root / params_path, sets=sets)  # root / an absolute path is that path

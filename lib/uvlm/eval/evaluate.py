@@ -379,8 +379,9 @@ def evaluate_seeds(cfg, run_name: str, seeds=None, out_path=None, progress: bool
     seeds = list(cfg.train.seeds if seeds is None else seeds)
     ctx = EvalContext(cfg)
     per_seed = {str(s): evaluate_run(cfg, run_name, s, ctx=ctx, progress=progress) for s in seeds}
+    from uvlm.core.devices import machine
     out = {"run": run_name, "seeds": seeds, "aggregate": aggregate_seeds(list(per_seed.values())),
-           "per_seed": per_seed}
+           "per_seed": per_seed, "machine": machine()}
     if out_path is not None:
         write_json(out_path, out)
     return out

@@ -78,7 +78,7 @@ def plan_flops(model_cfg, plan: Optional[list[LayerMode]], T: int, M: int, loss_
 
 
 def paper_estimate(model_cfg, plan: Optional[list[LayerMode]], T: int, M: int) -> dict:
-    """The paper's per-layer cost model (PAPER.md): attention (T+M)^2 d + FFN 8 (T+M) d^2 for
+    """The paper's per-layer cost model (docs/method.md §1): attention (T+M)^2 d + FFN 8 (T+M) d^2 for
     a full layer, T (T+M) d + 8 T d^2 for HiMix, T^2 d + 8 T d^2 for a shallow layer.
 
     Returns {"total", "baseline", "relative", "hmgen_ideal" (1 - K/L)}.

@@ -6,7 +6,7 @@ A layer runs in one of the modes a plan assigns (see plans.py); the dispatch liv
 - ``full``, no image projection: vanilla pre-norm attention + FFN over all tokens.
 - ``full`` with image projection set ``p``: image rows get their Q/K/V from
   ``attn.image_qkv[p]`` and text rows from ``attn.qkv``; the output projection and FFN
-  are shared (HMGen full layer, PAPER.md section 2).
+  are shared (HMGen full layer, docs/method.md §3).
 - ``shallow`` (HMGen): image rows skip the layer unchanged; text rows are gathered, attend
   to text keys only, run the FFN, and are put back.
 - ``himix``: the hidden state holds text rows only. Image keys/values are recomputed in

@@ -1,4 +1,4 @@
-"""Layer plans: which mode every decoder layer runs in, per task (PAPER.md sections 2-3).
+"""Layer plans: which mode every decoder layer runs in, per task (docs/method.md §3).
 
 A plan is a list of :class:`LayerMode`, one per layer. The model reads it and nothing else,
 so every accelerator and every sharing scheme is a different list, not a different model.
@@ -211,18 +211,32 @@ def check_run(spec, n_layers: int, himix: HimixConfig, hmgen: HmgenConfig, prefi
     hmgen_k / himix_start_layer overrides); errors name the key under ``prefix``."""
     import dataclasses
 
+    fraction = getattr(spec, "hmgen_fraction", None)
+    rename = {"run.accel": f"{prefix}.accel", "run.share": f"{prefix}.share", "run.task": f"{prefix}.task"}
     if getattr(spec, "himix_start_layer", None) is not None:
         himix = dataclasses.replace(himix, start_layer=spec.himix_start_layer)
-    if getattr(spec, "hmgen_k", None) is not None:
-        hmgen = dataclasses.replace(hmgen, k=spec.hmgen_k)
-    rename = {"run.accel": f"{prefix}.accel", "run.share": f"{prefix}.share", "run.task": f"{prefix}.task"}
-    if getattr(spec, "hmgen_k", None) is not None:
-        rename["hmgen.k"] = f"{prefix}.hmgen_k"
-    if getattr(spec, "himix_start_layer", None) is not None:
         rename["himix.start_layer"] = f"{prefix}.himix_start_layer"
+    # The same precedence as run_setup.accel_settings: a fraction wins over hmgen_k. An error is
+    # reported on the key the user set, never on hmgen.k, which the run does not read then.
+    if fraction is not None:
+        hmgen = dataclasses.replace(hmgen, k=hmgen_k_of(fraction, n_layers))
+    elif getattr(spec, "hmgen_k", None) is not None:
+        hmgen = dataclasses.replace(hmgen, k=spec.hmgen_k)
+        rename["hmgen.k"] = f"{prefix}.hmgen_k"
     try:
         build_plans(spec.task, spec.accel, n_layers, himix, hmgen, spec.share)
     except ConfigError as e:
+        if e.key == "hmgen.k" and fraction is not None:
+            limit = max_shallow_layers(n_layers, hmgen.placement)
+            raise ConfigError(f"{prefix}.hmgen_fraction", fraction,
+                              f"a fraction whose K = max(1, round(fraction x model.n_layers={n_layers})) is at most "
+                              f"{limit} (it gives K = {hmgen.k}; layers 0-1 and the last stay full), "
+                              f"i.e. below {(limit + 0.5) / n_layers:.3g}") from None
         if e.key in rename:
             raise ConfigError(rename[e.key], e.value, e.allowed) from None
         raise
+
+
+def hmgen_k_of(fraction: float, n_layers: int) -> int:
+    """HMGen's K from a run's ``hmgen_fraction``: a share of depth, at least one layer."""
+    return max(1, round(fraction * n_layers))

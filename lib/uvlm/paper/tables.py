@@ -9,7 +9,7 @@ Nothing is computed here beyond picking values and formatting them. The inputs a
 
 Every benchmark cell is given for the in-distribution and the transfer items, as two
 row groups. The Markdown version adds the paper's own values (hard-coded below, from
-PAPER.md) in a separate table labelled "paper": they are never mixed into ours.
+docs/method.md §4) in a separate table labelled "paper": they are never mixed into ours.
 
 The writers are hand-written, not pandas/tabulate: they emit the committed tables' exact bytes
 (an unpadded Markdown grid, a ``<col> std`` CSV column per number, a plain ``tabular`` with a rule
@@ -32,7 +32,7 @@ G_COLUMNS = [("FID-a", "FID", 3), ("FID floor", "FID-floor", 3), ("Attr-Acc-a", 
              ("G-NLL", "G-NLL", 3)]
 MISSING = "—"
 
-# The paper's values (PAPER.md; real benchmarks, 7B scale). Reference only.
+# The paper's values (docs/method.md §4 and the paper; real benchmarks, 7B scale). Reference only.
 PAPER_U = ("GQA", "MME-C", "MME-P", "POPE-A", "POPE-P", "POPE-R", "POPE-F1", "SEED-Img")
 PAPER = {
     "table1": {"columns": [*PAPER_U, "FLOPs"], "rows": [

@@ -284,7 +284,7 @@ def bench_config(preset: str, params_path=None, sets=None):
     from uvlm.core.overrides import parse_sets
     overrides = parse_sets(sets, flag="bench.sets")
     if params_path is not None:
-        return load_config(params_path, overrides=overrides)
+        return load_config(params_path, sets=overrides)
     return resolve({"preset": preset, **overrides}, root=Path.cwd())
 
 

@@ -70,7 +70,7 @@ def time_stage(params_path, runs, settings, out, sets=(), progress: bool = False
     for name in settings:
         if name not in SETTINGS:
             raise ConfigError("--settings", name, f"a comma-separated list of {sorted(SETTINGS)}")
-    base = load_config(params_path, overrides=parse_sets(sets))
+    base = load_config(params_path, sets=parse_sets(sets))
     for run in runs:
         base.run(run)  # a misspelt run name fails before anything trains
     out = Path(out)
@@ -80,7 +80,7 @@ def time_stage(params_path, runs, settings, out, sets=(), progress: bool = False
     for run in runs:
         for i, name in enumerate(settings):
             run_sets = (*sets, *SETTINGS[name], *where)
-            cfg = load_config(params_path, overrides=parse_sets(run_sets))
+            cfg = load_config(params_path, sets=parse_sets(run_sets))
             shutil.rmtree(scratch / "runs" / run, ignore_errors=True)  # from scratch, in the scratch root only
             t0 = time.perf_counter()
             launch_seeds(cfg, run, str(params_path), progress=progress, sets=run_sets)

@@ -1,7 +1,8 @@
 """Stage ``probe``: train the attribute probe that scores generated images.
 
 Writes under ``out_dir`` (``data/probe``): ``probe.safetensors`` (weights, config and held-out
-metrics in its metadata) and ``probe.json`` (the metrics, the config and the seconds taken).
+metrics in its metadata) and ``probe.json`` (the metrics and the config; the seconds taken are
+returned, not written, so the output's hash changes only with the probe).
 
 The probe trains on scenes it renders itself from the world's config and seed, never on a split
 of stage ``data``. So it is a stage of its own beside ``data``: with stages side by side
@@ -35,10 +36,10 @@ def build_probe(world_cfg, probe_cfg, seed: int, out_dir, progress: bool = True)
     t0 = time.time()
     probe, metrics = train_probe(world_cfg, probe_cfg, seed, progress=progress)
     save_probe(probe, out_dir / "probe.safetensors")
-    summary = {"metrics": metrics, "config": dataclasses.asdict(probe_cfg), "seed": int(seed),
-               "seconds": round(time.time() - t0, 2)}
-    write_json(out_dir / "probe.json", summary)
-    return summary
+    metrics = {k: v for k, v in metrics.items() if k != "seconds"}
+    summary = {"metrics": metrics, "config": dataclasses.asdict(probe_cfg), "seed": int(seed)}
+    write_json(out_dir / "probe.json", summary)  # no timing: data/probe's hash is the probe's alone
+    return summary | {"seconds": round(time.time() - t0, 2)}
 
 
 def accuracy_table(metrics: dict):

@@ -260,10 +260,9 @@ def _train(world_cfg, probe_cfg, seed, progress):
     metrics = _accuracy(pred, _targets(eval_scenes, meta))
     metrics.update({"final_loss": float(loss.detach()), "n_train": probe_cfg.n_train,
                     "n_eval": probe_cfg.n_eval, "steps": probe_cfg.steps,
-                    "feature_dim": probe_cfg.feature_width * world_cfg.grid ** 2,
-                    "seconds": round(time.time() - t0, 2)})
-    probe.metrics = metrics
-    return probe, metrics
+                    "feature_dim": probe_cfg.feature_width * world_cfg.grid ** 2})
+    probe.metrics = metrics  # saved with the weights: no timing, so data/probe's hash is the probe's
+    return probe, metrics | {"seconds": round(time.time() - t0, 2)}
 
 
 def save_probe(probe: Probe, path) -> None:

@@ -1,4 +1,4 @@
-"""Segment ids carried by every token (PAPER.md, Eq. 2 segments).
+"""Segment ids carried by every token (docs/method.md §1-2).
 
 U sequence: [system][boi image eoi][instruction][answer]
 G sequence: [system][prompt boi][image eoi]  -> system, instruction, output

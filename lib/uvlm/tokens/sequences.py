@@ -160,18 +160,52 @@ def _pad(task, records, rows, segs, loss_on) -> TokenizedSplit:
 # ----------------------------------------------------------------------------- on disk
 
 def read_records(world_dir, split: str) -> list[dict]:
-    path = Path(world_dir) / f"{split}.jsonl"
-    if not path.exists():
-        raise MissingInputError(path, "data")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from uvlm.core.io import read_jsonl
+    return read_jsonl(Path(world_dir) / f"{split}.jsonl", stage="data")
+
+
+# The entry of codes.npz that records what the codes were made from (not a split).
+CODES_META = "_made_from"
 
 
 def read_codes(tokenizer_dir, split: str) -> np.ndarray:
     path = Path(tokenizer_dir) / "codes.npz"
     codes = load_npz(path, stage="tokenizer")
-    if split not in codes:
+    if split not in codes or split == CODES_META:
         raise MissingInputError(f"{path}:{split}", "tokenizer")
     return codes[split]
+
+
+def codes_made_from(tokenizer_dir) -> dict:
+    """What codes.npz records of its making: {"world": fingerprint, "codebook_size": k, ...}, or {}
+    for codes written without it (by hand, in tests)."""
+    path = Path(tokenizer_dir) / "codes.npz"
+    codes = load_npz(path, stage="tokenizer")
+    if CODES_META not in codes:
+        return {}
+    try:
+        return json.loads(str(codes[CODES_META]))
+    except json.JSONDecodeError as e:
+        raise UVLMError(f"'{path}' has an unreadable '{CODES_META}' entry ({e}): re-run `dvc repro tokenizer`") from e
+
+
+def check_codes_match(data_dir, codebook_size: int) -> None:
+    """The tokenizer's codes were made from this world, with this codebook: checked where they are
+    read, so codes of another world or tokenizer are named before anything trains on them."""
+    from uvlm.world.build import load_world_info
+    data_dir = Path(data_dir)
+    codes_path, world_path = data_dir / "tokenizer" / "codes.npz", data_dir / "world" / "world.json"
+    made = codes_made_from(data_dir / "tokenizer")
+    # A world without world.json or a fingerprint was laid out by hand (tests): nothing to compare.
+    world_print = load_world_info(data_dir / "world").get("fingerprint") if world_path.exists() else None
+    if made.get("codebook_size") not in (None, codebook_size):
+        raise UVLMError(f"'{codes_path}' holds codes of a {made['codebook_size']}-entry codebook but "
+                        f"tokenizer.codebook_size={codebook_size}: re-run `dvc repro tokenizer` (or set "
+                        f"tokenizer.codebook_size: {made['codebook_size']})")
+    if world_print is not None and made.get("world") != world_print:
+        raise UVLMError(f"'{codes_path}' was made from another world (fingerprint {made.get('world')!r}) than "
+                        f"'{world_path}' (fingerprint {world_print!r}): the world was rebuilt (another seed or "
+                        "world setting) after the tokenizer ran. Re-run `dvc repro tokenizer`.")
 
 
 def load_text_tokenizer(world_dir):

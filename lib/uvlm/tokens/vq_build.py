@@ -10,16 +10,22 @@ Downstream stages read codes.npz and never run the encoder again.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 
+from uvlm.core.devices import machine
 from uvlm.core.errors import MissingInputError
 from uvlm.core.io import load_npz, read_json, save_npz, write_json
+from .sequences import CODES_META
 from .vq import VQConfig, cpu_threads, evaluate_vq, load_vq, save_vq, train_vq
 from .vq_figures import save_reconstruction_figure
 
 DATA_STAGE = "data"
+# Returned by build_tokenizer (the notebook commits them in figures/metrics), never written into
+# data/tokenizer, whose hash must not change with the clock or the host.
+HOST_KEYS = ("train_seconds", "machine")
 MAX_EVAL_IMAGES = 2000  # enough for stable metrics; keeps the probe pass short on CPU
 
 
@@ -102,7 +108,10 @@ def build_tokenizer(vq_cfg: VQConfig, seed: int, world_dir, out_dir, probe=None,
         codes = {}
         for name, path in paths.items():
             codes[name] = model.encode(_images(path)).astype(np.int16)  # codebook_size <= 32768
-    save_npz(out_dir / "codes.npz", **codes)
+    # What the codes were made from, checked where they are read (uvlm.tokens.sequences.check_codes_match).
+    made_from = {"world": read_json(Path(world_dir) / "world.json", stage=DATA_STAGE).get("fingerprint"),
+                 "codebook_size": vq_cfg.codebook_size, "seed": seed}
+    save_npz(out_dir / "codes.npz", **codes, **{CODES_META: np.array(json.dumps(made_from, sort_keys=True))})
 
     metrics = {
         "seed": seed,
@@ -114,9 +123,13 @@ def build_tokenizer(vq_cfg: VQConfig, seed: int, world_dir, out_dir, probe=None,
         "train_splits": train_names,
         "eval_splits": eval_names or train_names,
         "encoded_splits": {name: int(len(c)) for name, c in codes.items()},
+        "made_from": made_from,
+        "machine": machine(),
         "config": dataclasses.asdict(vq_cfg),
     }
-    write_json(out_dir / "metrics.json", metrics)  # written last: marks the stage complete
+    # Written last: marks the stage complete. Without the training time, so data/tokenizer's hash
+    # changes only when the tokenizer does; the caller gets the time with the metrics.
+    write_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if k not in HOST_KEYS})
     return metrics
 
 

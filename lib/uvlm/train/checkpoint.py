@@ -28,9 +28,19 @@ def _swap_in(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def check_finite(model, path) -> None:
+    """Refuse to write weights holding NaN or inf: the swap would replace a good checkpoint
+    with one that every resume or evaluation inherits."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise CheckpointError(f"refusing to write '{path}': {len(bad)} weight tensor(s) hold NaN or inf "
+                              f"(first: {bad[0]}); the checkpoint already there is kept")
+
+
 def save_model_dir(model, path) -> None:
-    """``model.save_pretrained`` into a fresh dir, swapped in atomically."""
+    """``model.save_pretrained`` into a fresh dir, swapped in atomically (finite weights only)."""
     path = Path(path)
+    check_finite(model, path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -68,6 +78,7 @@ def save_training_state(path, model, opt, state: dict) -> None:
     AdamW's two moments are two thirds of the bytes that DVC would hash and cache.
     """
     path = Path(path)
+    check_finite(model, path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     from uvlm.core.config import load_config
     try:
-        cfg = load_config(a.params, overrides=parse_sets(a.sets))
+        cfg = load_config(a.params, sets=parse_sets(a.sets))
         cfg.run(a.run)  # a misspelt run name fails here, before any data is read
         seed = cfg.train.seeds[0] if a.seed is None else a.seed
         if seed < 0:

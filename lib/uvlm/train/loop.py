@@ -112,12 +112,17 @@ class DeferredLog:
     and a small model's step then costs host time PLUS device time. So the losses of a block
     of steps are fetched in one sync. Each row's step time is the block's wall time over its
     steps (on a CPU, where every op is synchronous, that is the per-step time averaged).
+
+    Each row also carries the step's gradient norm: an inf gradient leaves the loss finite
+    (the loss is computed before the update) but turns every weight NaN once clipped, so the
+    loss alone would let a poisoned step reach a checkpoint.
     """
 
-    def __init__(self, log: CsvLog, who: str, last_good: Path):
-        self.log, self.who, self.last_good = log, who, last_good
+    def __init__(self, log: CsvLog, who: str, last_good: Path, tc=None):
+        self.log, self.who, self.last_good, self.tc = log, who, last_good, tc
         self.rows: list[dict] = []
         self.losses: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []
         self.restart_clock()
 
     def __len__(self) -> int:
@@ -126,25 +131,53 @@ class DeferredLog:
     def restart_clock(self) -> None:
         self.t0 = time.perf_counter()
 
-    def add(self, row: dict, loss: torch.Tensor) -> None:
+    def add(self, row: dict, loss: torch.Tensor, grad_norm: torch.Tensor | None = None) -> None:
         self.rows.append(row)
         self.losses.append(loss)
+        self.norms.append(torch.zeros_like(loss) if grad_norm is None else grad_norm.detach().float().reshape(()))
 
     def flush(self) -> float:
-        """Fetch the block's losses (one host sync), check them, write the rows -> the last loss."""
-        losses = torch.stack(self.losses).tolist()
+        """Fetch the block's losses and gradient norms (one host sync), check them, write the
+        rows -> the last loss."""
+        losses, norms = torch.stack([torch.stack(self.losses).float(), torch.stack(self.norms).to(
+            self.losses[0].device)]).tolist()
         dt = (time.perf_counter() - self.t0) / len(losses)
-        for row, loss in zip(self.rows, losses):
+        for row, loss, norm in zip(self.rows, losses, norms):
             if not math.isfinite(loss):
-                raise UVLMError(f"{self.who} non-finite loss {loss} at step {row['step'] - 1} ({row['task']} "
-                                f"batch). Stopped; the last good checkpoint in '{self.last_good}' is kept. "
-                                "Lower train.lr or raise train.warmup_steps.")
+                raise non_finite_error(self.who, "loss", loss, row, self.last_good, self.tc)
+            if not math.isfinite(norm):
+                raise non_finite_error(self.who, "gradient norm", norm, row, self.last_good, self.tc)
             tokens = row.pop("tokens")
             self.log.write(row | {"loss": f"{loss:.5f}", "step_time_s": f"{dt:.4f}",
                                   "tokens_per_s": f"{tokens / dt:.0f}"})
-        self.rows, self.losses = [], []
+        self.rows, self.losses, self.norms = [], [], []
         self.restart_clock()
         return losses[-1]
+
+
+def non_finite_error(who: str, what: str, value: float, row: dict, last: Path, tc) -> UVLMError:
+    """The run stops: say which step, what is really kept on disk, and what to try."""
+    step = row["step"] - 1  # 0-based, as lr_at counts
+    try:
+        kept = read_training_state(last)
+    except UVLMError:
+        kept = None
+    if kept is None:
+        keep = (f"No checkpoint exists in '{last}' yet (the first is written at step "
+                f"{tc.ckpt_every if tc else '?'}), so a new start begins from step 0.")
+    else:
+        keep = (f"The checkpoint of step {kept['step']} in '{kept['_dir']}' is kept (nothing later was "
+                "saved); a resume starts there and, with the same settings, meets the same values again.")
+    if step == 0:
+        advice = ("It happened at the first step, before the learning rate acted: look at the inputs "
+                  "(the data, model.init_from) rather than train.lr.")
+    elif tc is not None:
+        advice = (f"Lower train.lr (now {tc.lr:g}) or raise train.warmup_steps (now {tc.warmup_steps}); "
+                  f"either changes the run's settings, so delete '{last.parent}' to start over.")
+    else:
+        advice = "Lower train.lr or raise train.warmup_steps, then start the run over."
+    return UVLMError(f"{who} non-finite {what} {value} at step {step} ({row['task']} batch). Stopped. "
+                     f"{keep} {advice}")
 
 
 def static_target_budget(sizes: tuple, rows: slice, per_row: int) -> tuple:
@@ -268,6 +301,8 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     :func:`launch_run`. Either way a finished seed is reused and a cut one resumes.
     """
     tc = cfg.train
+    for seed in tc.seeds:
+        drop_superseded_run(cfg, run_name, seed)
     k = min(tc.parallel_seeds, len(tc.seeds))
     if k <= 1 or tc.num_processes > 1:
         return [launch_run(cfg, run_name, seed) for seed in tc.seeds]
@@ -287,6 +322,28 @@ def launch_seeds(cfg, run_name: str, params_path: str = "params.yaml", progress:
     raise_failures(result, f"seeds of {run_name}")
     return [read_json(run_dir(cfg, run_name, seed) / "train_summary.json", stage=f"train@{run_name}")
             for seed in tc.seeds]
+
+
+def drop_superseded_run(cfg, run_name: str, seed: int) -> bool:
+    """Delete the run folder of a FINISHED run whose settings differ from ``cfg``'s -> whether it did.
+
+    The train stage keeps its folders across re-runs (``persist`` in dvc.yaml) so that a cut
+    stage resumes. A finished run of other settings is what the stage last produced, and so is
+    in DVC's cache; training it again under the new settings loses nothing. A cut run of other
+    settings is left alone, and :func:`train_run` refuses it by name: that work is not cached.
+    """
+    import shutil
+
+    out = run_dir(cfg, run_name, seed)
+    state = read_training_state(out / "last")
+    finished = (state is not None and (out / "train_summary.json").exists()
+                and not (Path(state["_dir"]) / "optim.safetensors").exists())
+    if not finished or not diff_settings(state["settings"], run_settings(cfg, run_name, seed)):
+        return False
+    print(f"[{run_name}/seed{seed}] '{out}' holds a finished run of other settings (DVC cached it when the "
+          "stage finished): training it again")
+    shutil.rmtree(out)
+    return True
 
 
 def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
@@ -322,8 +379,9 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     if state is not None:
         changed = diff_settings(state["settings"], settings)
         if changed:
-            raise UVLMError(f"refusing to resume '{out}': its settings differ from params.yaml:\n  "
-                            + "\n  ".join(changed) + f"\nDelete '{out}' to start this run over.")
+            raise UVLMError(f"refusing to resume '{out}' (saved at step {state['step']}): its settings differ from "
+                            "params.yaml:\n  " + "\n  ".join(changed) + "\nPut those values back to resume it, or "
+                            f"delete '{out}' to start this run over.")
         from uvlm.model.decoder import UVLM
         model.load_state_dict(UVLM.from_pretrained(Path(state["_dir"]) / "model").state_dict())
         stopped_early = bool(state.get("stopped_early", False))
@@ -357,7 +415,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     world, rank = acc.num_processes, acc.process_index
     bar = tqdm(range(start, total), desc=f"{run_name}/seed{seed}", disable=not (progress and acc.is_main_process),
                mininterval=5.0, initial=start, total=total)
-    rows = DeferredLog(log, f"[{run_name}/seed{seed}]", out / "last")
+    rows = DeferredLog(log, f"[{run_name}/seed{seed}]", out / "last", tc)
     model.train()
     end = total if stop_after is None else min(total, start + stop_after)
     if stopped_early:  # the checkpoint is of a run that had already stopped: nothing left to train
@@ -401,20 +459,24 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
         except torch.cuda.OutOfMemoryError as e:
             raise out_of_memory(tc, len(idx), run_name, seed, out) from e
         if tc.grad_clip > 0:
-            acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
         opt.step()
         opt.zero_grad(set_to_none=True)
-        key = (task, tuple(ids.shape))
+        # Keyed by everything the count reads, so a step's FLOPs depend on its batch alone, never
+        # on which batch of that shape came first (that moved flops_total after a resume).
+        key = (task, tuple(ids.shape), *flops_inputs(raw.config, batch))
         if key not in flops_cache:
             flops_cache[key] = batch_flops(raw.config, plans[task], batch, world)
         done = step + 1
         rows.add({"step": done, "task": task, "lr": f"{lr:.3e}", "tokens": ids.numel() * world,
-                  "flops_per_step": f"{flops_cache[key]:.4e}"}, acc.reduce(loss_sum, "sum"))
+                  "flops_per_step": f"{flops_cache[key]:.4e}"}, acc.reduce(loss_sum, "sum"), grad_norm)
         evaluate = done % tc.eval_every == 0 or done == total
         snapshot = acc.is_main_process and done in snap_steps
         checkpoint = acc.is_main_process and (done % tc.ckpt_every == 0 or done == total or done == end)
-        # A block ends before anything is saved, so a non-finite loss is caught before it
-        # reaches a checkpoint; the first step is its own block (it carries compilation).
+        # A block ends before anything is saved, so a non-finite loss or gradient is caught
+        # before it reaches a checkpoint; the first step is its own block (it carries compilation).
         if evaluate or snapshot or checkpoint or done == start + 1 or len(rows) >= tc.log_every:
             last = rows.flush()
             bar.set_postfix(task=task, loss=f"{last:.3f}", refresh=False)
@@ -475,13 +537,20 @@ def out_of_memory(tc, per_process: int, run_name: str, seed: int, out: Path) -> 
         f"train.batch_size. The last checkpoint in '{out / 'last'}' is kept; the run resumes from it.")
 
 
+def flops_inputs(model_cfg, batch) -> tuple[int, int]:
+    """(image tokens per row, loss targets in the batch): what ``batch_flops`` reads besides the
+    batch's shape."""
+    ids = batch["input_ids"]
+    return int((ids[0] >= model_cfg.image_token_start).sum()), int((batch["labels"] != -100).sum())
+
+
 def batch_flops(model_cfg, plan, batch, world: int) -> float:
     """Counted training FLOPs of one global batch under ``plan`` (forward + backward)."""
     from uvlm.model.flops import plan_flops
     ids = batch["input_ids"]
-    n_img = int((ids[0] >= model_cfg.image_token_start).sum())
+    n_img, targets = flops_inputs(model_cfg, batch)
     T = ids.shape[1] - n_img
-    loss_tokens = int((batch["labels"] != -100).sum()) / ids.shape[0]
+    loss_tokens = targets / ids.shape[0]
     per = plan_flops(model_cfg, plan, T=T, M=n_img, loss_tokens=loss_tokens, backward=True)
     return float(per["total"]) * ids.shape[0] * world
 

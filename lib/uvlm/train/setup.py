@@ -8,7 +8,7 @@ import dataclasses
 
 from uvlm.core.errors import CheckpointError, ConfigError, UVLMError
 from uvlm.model import plans as P
-from uvlm.tokens.sequences import Vocab, load_split, load_text_tokenizer, read_codes
+from uvlm.tokens.sequences import Vocab, check_codes_match, load_split, load_text_tokenizer, read_codes
 
 TASK_SPLITS = {"u": ("u_train", "u_val"), "g": ("g_train", "g_val")}
 
@@ -22,6 +22,7 @@ def vocab_for(cfg):
     world_dir = cfg.paths.data / "world"
     tokenizer = load_text_tokenizer(world_dir)
     vocab = Vocab(n_text=len(tokenizer), codebook_size=cfg.tokenizer.codebook_size)
+    check_codes_match(cfg.paths.data, vocab.codebook_size)
     codes = read_codes(cfg.paths.data / "tokenizer", "u_val")
     if codes.size and int(codes.max()) >= vocab.codebook_size:
         raise UVLMError(f"data/tokenizer/codes.npz holds codes up to {int(codes.max())} but "
@@ -44,7 +45,18 @@ def load_task_data(cfg, spec, tokenizer, vocab) -> dict:
                                   f"(world.n_{task}_train)")
             train = train.head(n)
         out[task] = {"train": train, "val": load_split(cfg.paths.data, task, va, **kw)}
+        for name, split in ((tr, train), (va, out[task]["val"])):
+            check_fits(split, cfg.model.max_seq_len, cfg.paths.data / "world" / f"{name}.jsonl")
     return out
+
+
+def check_fits(split, max_seq_len: int, source) -> None:
+    """Every sequence of ``split`` fits the model's position table: checked when the data is
+    loaded, so a short model.max_seq_len is named before any step instead of by a forward pass."""
+    longest = int(split.lengths.max()) if len(split) else 0
+    if longest > max_seq_len:
+        raise ConfigError("model.max_seq_len", max_seq_len,
+                          f"at least {longest}, the longest sequence of '{source}' (image codes included)")
 
 
 def accel_settings(cfg, spec):
@@ -53,7 +65,7 @@ def accel_settings(cfg, spec):
     if spec.himix_start_layer is not None:
         himix = dataclasses.replace(himix, start_layer=spec.himix_start_layer)
     if spec.hmgen_fraction is not None:
-        hmgen = dataclasses.replace(hmgen, k=max(1, round(spec.hmgen_fraction * cfg.model.n_layers)))
+        hmgen = dataclasses.replace(hmgen, k=P.hmgen_k_of(spec.hmgen_fraction, cfg.model.n_layers))
     elif spec.hmgen_k is not None:
         hmgen = dataclasses.replace(hmgen, k=spec.hmgen_k)
     return himix, hmgen

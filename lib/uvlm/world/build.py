@@ -156,10 +156,25 @@ def build_world(world_cfg: WorldConfig, seed: int, out_dir, progress: bool = Tru
         "splits": {name: _stats(name, splits[name]) for name in ALL_SPLITS},
         "u_g_train_shared_images": overlap,
         "unk_tokens": unk,
-        "seconds": {"records": round(t_records, 2), "render": round(t_render, 2), "total": round(time.time() - t0, 2)},
     }
+    # Derived files (the tokenizer's codes) record this and are checked against it when read, so
+    # codes of another world (another seed, another size) are named instead of trained on.
+    summary["fingerprint"] = content_fingerprint(out_dir, ALL_SPLITS)
+    # Timings stay out of data/world: its hash must change only when the world does, or a re-run
+    # after a comment-only edit would re-run every stage downstream. The caller gets them.
     write_json(out_dir / "world.json", summary)
-    return summary
+    return summary | {"seconds": {"records": round(t_records, 2), "render": round(t_render, 2),
+                                  "total": round(time.time() - t0, 2)}}
+
+
+def content_fingerprint(out_dir: Path, names) -> str:
+    """A short hash of the world's split files (records and images): equal worlds, equal prints."""
+    h = hashlib.sha256()
+    for name in names:
+        for suffix in (".jsonl", ".npz"):
+            h.update(f"{name}{suffix}".encode())
+            h.update((Path(out_dir) / f"{name}{suffix}").read_bytes())
+    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- readers for later stages
@@ -169,10 +184,8 @@ def load_world_info(world_dir) -> dict:
 
 
 def load_records(world_dir, split: str) -> list[dict]:
-    path = Path(world_dir) / f"{split}.jsonl"
-    if not path.exists():
-        raise MissingInputError(path, "data")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from uvlm.core.io import read_jsonl
+    return read_jsonl(Path(world_dir) / f"{split}.jsonl", stage="data")
 
 
 def load_split(world_dir, split: str) -> tuple[list[dict], np.ndarray]:
