@@ -86,9 +86,9 @@ def test_unreadable_yaml_names_the_file(tmp_path):
 
 
 def test_the_params_stage_names_the_bad_key_and_writes_a_constant_file(tmp_path, capsys):
-    """`python -m uvlm.core.params_check`, the pipeline's first stage: its output never changes, so a
+    """`python -m uvlm.pipeline.params_check`, the pipeline's first stage: its output never changes, so a
     valid edit re-runs only the stages whose keys changed."""
-    from uvlm.core import params_check
+    from uvlm.pipeline import params_check
     out = tmp_path / "checked.txt"
     assert params_check.main([str(_params(tmp_path, "preset: tiny\ntrian: {lr: 1}\n")), str(out)]) == 2
     err = capsys.readouterr().err
@@ -104,3 +104,20 @@ def test_notebook_overrides_edit_one_run_and_keep_the_grid(tmp_path):
                              "  g_k: {task: g, accel: hmgen, hmgen_k: 1}\n  u_base: {task: u, accel: base}\n")
     cfg = setup(str(path), ["runs.g_k.hmgen_k=0"], chdir=False)
     assert sorted(cfg.runs) == ["g_k", "u_base"] and cfg.runs["g_k"].task == "g" and cfg.runs["g_k"].hmgen_k == 0
+
+
+def test_stage_settings_change_exactly_with_what_a_run_computes_from(tmp_path):
+    """The per-run settings file the train stages depend on: a HiMix knob moves the HiMix runs'
+    files only; a model value (as a preset edit would change it) moves every run's."""
+    from conftest import write_tiny_params
+    from uvlm.train.setup import stage_settings
+    params = write_tiny_params(tmp_path)
+    base = load_config(params)
+    knob = load_config(params, {"himix": {"start_layer": 1}})
+    wider = load_config(params, {"model": {"d_model": 48, "n_heads": 2, "n_kv_heads": 2}})
+    moved = {r for r in base.runs if stage_settings(base, r) != stage_settings(knob, r)}
+    assert moved == {r for r, s in base.runs.items() if "himix" in s.accel}
+    assert all(stage_settings(base, r) != stage_settings(wider, r) for r in base.runs)
+    # an HMGen fraction resolves to K before it is recorded: the file holds what the plan uses
+    g = stage_settings(base, next(r for r, s in base.runs.items() if s.accel == "hmgen"))
+    assert "himix" not in g and isinstance(g["hmgen"]["k"], int)

@@ -196,7 +196,7 @@ def test_a_train_stage_killed_mid_training_resumes_under_dvc_repro(tiny_project)
     from uvlm.train.checkpoint import read_training_state
 
     run = tiny_project / "data" / "runs" / "u_kill" / "seed0"
-    executed = tiny_project / "notebooks" / "executed" / "03_train_u_kill.ipynb"
+    executed = tiny_project / "notebooks" / "executed" / "04_train_u_kill.ipynb"
     # 12 epochs of the tiny U set: 96 steps, killed once the checkpoint of step 8 is on disk.
     original = _edit_params(tiny_project, lambda p: p["runs"].update(
         u_kill={"task": "u", "accel": "base", "epochs_factor": 12.0}))
@@ -220,3 +220,22 @@ def test_a_train_stage_killed_mid_training_resumes_under_dvc_repro(tiny_project)
         (tiny_project / "params.yaml").write_text(original)
         shutil.rmtree(run.parent, ignore_errors=True)
         executed.unlink(missing_ok=True)
+
+
+def test_a_himix_knob_makes_only_the_himix_runs_stale(tiny_project):
+    """train@RUN depends on its own resolved settings (data/settings/RUN.json), not on whole params
+    sections: once the params stage has rewritten them, only the runs whose plan uses HiMix are
+    stale; the base and HMGen-only runs stay up to date."""
+    original = _edit_params(tiny_project, lambda p: p["himix"].update(start_layer=1))
+    try:
+        _dvc(tiny_project, "repro", "--single-item", "params")
+        status = _dvc(tiny_project, "status")
+    finally:
+        (tiny_project / "params.yaml").write_text(original)
+        _dvc(tiny_project, "repro", "--single-item", "params")
+    stale = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith("\t")
+             and line.strip().endswith(":")}
+    himix_runs = {f"train@{r}" for r in ("u_himix", "ug_himix_hmgen_shareall", "ug_himix_hmgen_sharepartial")}
+    assert himix_runs <= stale
+    assert not stale & {f"train@{r}" for r in ("u_base", "g_base", "ug_base", "g_hmgen_k3", "g_hmgen_k5")}
+    assert "up to date" in _dvc(tiny_project, "status")

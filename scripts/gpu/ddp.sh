@@ -89,7 +89,7 @@ notebook() {
   sed 's/^train: {/train: {num_processes: 2, seeds: [0], /' "$W/params.yaml" > "$W/params_notebook.yaml"
   local s=$SECONDS
   timeout 150 papermill --log-output --no-progress-bar --cwd "$W" notebooks/04_train.ipynb \
-    "$W/03_train_notebook_launcher.ipynb" -p params_path params_notebook.yaml -p run "$RUN" > "$W/notebook.log" 2>&1
+    "$W/04_train_notebook_launcher.ipynb" -p params_path params_notebook.yaml -p run "$RUN" > "$W/notebook.log" 2>&1
   echo "[notebook_launcher, 2 GPUs] exit $? after $((SECONDS - s)) s; mean step $(mean_step_ms "$W/data/runs/$RUN/seed0") ms"
   python -m uvlm.train.ddp_check "$W/runs/d384-1gpu" "$W/data/runs/$RUN/seed0" --noise "$W/runs/d384-1gpu-seed1" \
     --device "$GPU" --out "$OUT/ddp-$SLUG-notebook"

@@ -25,7 +25,7 @@ from uvlm.model import plans as P
 from .batching import Schedule
 from .checkpoint import (diff_settings, read_training_state, restore_optimizer, save_model_dir,
                          save_training_state)
-from .setup import build_model, load_task_data, run_dir, run_plans, vocab_for
+from .setup import build_model, load_task_data, run_dir, run_plans, stage_settings, vocab_for
 
 
 
@@ -64,17 +64,16 @@ def make_optimizer(model, tc, device: str) -> torch.optim.Optimizer:
 
 
 def run_settings(cfg, run_name: str, seed: int) -> dict:
-    """What a resumed run must share with the checkpoint it resumes from."""
-    tc = dataclasses.asdict(cfg.train)
-    # These change how, not what, the run computes; grad_accum among them so that a run
-    # stopped by an out-of-memory error resumes with more accumulation.
+    """What a resumed run must share with the checkpoint it resumes from: the stage's resolved
+    settings (``run_setup.stage_settings``, one definition of what a run computes from) and the
+    seed, less the training keys that change how, not what, it computes."""
+    settings = stage_settings(cfg, run_name)
+    # grad_accum among them, so that a run stopped by an out-of-memory error resumes with more
+    # accumulation.
     for volatile in ("seeds", "ckpt_every", "snapshots", "device", "compile", "cuda_graphs", "val_batches", "threads", "log_every",
                      "grad_accum", "num_processes", "parallel_seeds"):
-        tc.pop(volatile)
-    return {"run": run_name, "seed": seed, "spec": dataclasses.asdict(cfg.run(run_name)),
-            "model": dataclasses.asdict(cfg.model), "train": tc,
-            "himix": dataclasses.asdict(cfg.himix), "hmgen": dataclasses.asdict(cfg.hmgen),
-            "codebook_size": cfg.tokenizer.codebook_size, "world_seed": cfg.seed}
+        settings["train"].pop(volatile)
+    return settings | {"seed": seed}
 
 
 class CsvLog:

@@ -71,6 +71,27 @@ def accel_settings(cfg, spec):
     return himix, hmgen
 
 
+def stage_settings(cfg, run_name: str) -> dict:
+    """Everything train@RUN computes from, beyond its data: the run's entry, the model, the
+    training section and, only where the run's plan uses them, its resolved HiMix/HMGen settings.
+
+    The ``params`` stage writes this per run (``data/settings/RUN.json``) and train@RUN depends on
+    that file instead of whole params sections, so a knob re-runs exactly the runs it changes:
+    ``himix.start_layer`` leaves the base and HMGen-only runs up to date, and a preset edit
+    re-runs every run whose resolved values moved.
+    """
+    spec = cfg.run(run_name)
+    himix, hmgen = accel_settings(cfg, spec)
+    out = {"run": run_name, "spec": dataclasses.asdict(spec), "world_seed": cfg.seed,
+           "codebook_size": cfg.tokenizer.codebook_size,
+           "model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(cfg.train)}
+    if "himix" in spec.accel:
+        out["himix"] = dataclasses.asdict(himix)
+    if "hmgen" in spec.accel:
+        out["hmgen"] = dataclasses.asdict(hmgen)
+    return out
+
+
 def run_plans(cfg, spec) -> dict:
     """{task: per-layer plan} for the run's tasks."""
     himix, hmgen = accel_settings(cfg, spec)
