@@ -29,7 +29,7 @@ test: install
 	rm -f .pytest-slow.log; [ $$rest -eq 0 ] && [ $$rc -eq 0 ]
 
 # The stages call papermill and the venv's kernel: put the venv first on PATH.
-# JOBS=3 runs independent stages side by side (python -m uvlm.parallel_repro); the default runs
+# JOBS=3 runs independent stages side by side (python -m uvlm.pipeline.repro); the default runs
 # one at a time, as `dvc repro` itself does (the speed-up was measured on a GPU host only).
 # TRAIN_JOBS=3 with a larger JOBS caps the train stages at 3 (--limit train=3).
 JOBS ?= 1
@@ -38,7 +38,7 @@ repro: install
 ifeq ($(JOBS),1)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 else
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m uvlm.parallel_repro --jobs $(JOBS) $(if $(TRAIN_JOBS),--limit train=$(TRAIN_JOBS))
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m uvlm.pipeline.repro --jobs $(JOBS) $(if $(TRAIN_JOBS),--limit train=$(TRAIN_JOBS))
 endif
 
 lab: install

@@ -1,4 +1,4 @@
-"""The library files each DVC stage reaches, from its notebook's imports, against dvc.yaml's deps.
+"""The library folders each DVC stage reaches, from its notebook's imports, against dvc.yaml's deps.
 
     python scripts/stage_deps.py            # print each stage's library deps as dvc.yaml should list them
     python scripts/stage_deps.py --check    # exit 1 naming every stage whose deps miss a file it reaches
@@ -7,8 +7,10 @@
 A stage reaches the modules its notebook imports and, transitively, everything those import:
 ``import uvlm.x``, ``from uvlm import x``, ``from .x import y`` at any depth (the library imports
 lazily inside functions), and the string ``"uvlm.x"`` naming a module (config.py's section table
-and the ``python -m uvlm.x`` commands of worker processes). Every stage also depends on the
-presets folder, config.py and schema.py: they decide every setting. Only the static text is read;
+and the ``python -m uvlm.x`` commands of worker processes). A stage lists each sub-package it
+reaches as one folder (lib/uvlm/model, say), not file by file: the folders are the library's
+units, and a folder cannot miss a module added to it later. Every stage also depends on the
+presets and on lib/uvlm/core, whose config decides every setting. Only the static text is read;
 nothing is imported.
 """
 from __future__ import annotations
@@ -24,7 +26,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "uvlm"
-ALWAYS = ("lib/uvlm/presets", "lib/uvlm/config.py", "lib/uvlm/schema.py")
+ALWAYS = ("lib/uvlm/presets", "lib/uvlm/core")
+# config.py names every section's dataclass as a string ("uvlm.train.config") and imports it only
+# to read a config: a stage reached that way depends on that file, not on its whole folder.
+SECTION_TABLE = "uvlm.core.config"
 NOTEBOOK = re.compile(r"notebooks/[^ ]+\.ipynb")
 
 
@@ -43,6 +48,13 @@ class Library:
 
     def rel(self, module: str) -> str:
         return self.files[module].relative_to(self.root).as_posix()
+
+    def unit(self, module: str) -> str:
+        """What a stage lists for ``module``: its sub-package's folder, or the file of a top-level module."""
+        parts = module.split(".")
+        if len(parts) > 2 or (len(parts) == 2 and self.files[module].name == "__init__.py"):
+            return (self.lib / PACKAGE / parts[1]).relative_to(self.root).as_posix()
+        return self.rel(module)
 
     def _with_parents(self, module: str) -> set[str]:
         """A module and the packages above it (importing a.b.c runs a/__init__ and a/b/__init__)."""
@@ -64,7 +76,7 @@ class Library:
                 # `from a import b` imports a, and a.b where b is a module
                 names = [stem] + [f"{stem}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                names = [node.value]  # "uvlm.vq" in an importlib table or a `python -m` command
+                names = [node.value]  # "uvlm.tokens.vq" in an importlib table or a `python -m` command
             else:
                 continue
             for name in names:
@@ -75,7 +87,8 @@ class Library:
     def _package_of(self, module: str) -> str:
         return module if self.files[module].name == "__init__.py" else module.rpartition(".")[0]
 
-    def closure(self, modules: set[str]) -> set[str]:
+    def closure(self, modules: set[str], sections: bool = True) -> set[str]:
+        """Everything ``modules`` reach; ``sections=False`` does not follow config.py's section table."""
         seen: set[str] = set()
         todo = set(modules)
         while todo:
@@ -86,8 +99,27 @@ class Library:
             if m not in self._imports:
                 tree = ast.parse(self.files[m].read_text(), filename=str(self.files[m]))
                 self._imports[m] = self.imports_of(tree, self._package_of(m))
-            todo |= self._imports[m] - seen
+            reached = self._imports[m]
+            if m == SECTION_TABLE and not sections:
+                reached = self.imports_of(self._code_only(m), self._package_of(m))
+            todo |= reached - seen
         return seen
+
+    def _code_only(self, module: str) -> ast.AST:
+        """A module's source with its string constants blanked (its imports kept)."""
+        tree = ast.parse(self.files[module].read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                node.value = ""
+        return tree
+
+    def units(self, modules: set[str]) -> set[str]:
+        """What a stage lists for what its notebook imports: the folder of each sub-package it
+        imports, and single files for the section modules that it reaches only through config.py."""
+        imported = self.closure(modules, sections=False)
+        folders = {self.unit(m) for m in imported}
+        files = {self.rel(m) for m in self.closure(modules) - imported if self.unit(m) not in folders}
+        return folders | files
 
 
 def notebook_tree(path: Path) -> ast.Module:
@@ -113,13 +145,12 @@ def stage_notebooks(dvc: dict) -> dict[str, str]:
 
 
 def required_deps(root: Path = ROOT, dvc: dict | None = None) -> dict[str, list[str]]:
-    """{stage: the library paths its deps must list}: presets, config, schema, and the closure."""
+    """{stage: the library paths its deps must list}: presets, core, and the folders of the closure."""
     dvc = dvc if dvc is not None else yaml.safe_load((root / "dvc.yaml").read_text())
     lib = Library(root)
     out = {}
     for stage, notebook in stage_notebooks(dvc).items():
-        modules = lib.closure(lib.imports_of(notebook_tree(root / notebook)))
-        files = {lib.rel(m) for m in modules} - set(ALWAYS)
+        files = lib.units(lib.imports_of(notebook_tree(root / notebook))) - set(ALWAYS)
         out[stage] = [*ALWAYS, *sorted(files)]
     return out
 

@@ -26,7 +26,7 @@ def _no_leaked_global_state():
     """Put back torch's thread count and the HiMix kernel after every test: either, left changed
     by one test, changed the rounding of later ones (a torch.equal of two code paths passed alone
     and failed after test_evaluate had set 2 threads)."""
-    from uvlm import attention_ops
+    from uvlm.model import attention as attention_ops
     threads, kernel = torch.get_num_threads(), attention_ops.himix_kernel()
     yield
     torch.set_num_threads(threads)
@@ -47,11 +47,11 @@ def write_tiny_params(root, extra: str = "") -> str:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """params path of a tiny project whose data, probe and tokenizer stages have run."""
-    from uvlm.config import load_config
-    from uvlm.probe import load_probe
-    from uvlm.probe_build import build_probe, probe_dir, probe_path
-    from uvlm.vq_build import build_tokenizer
-    from uvlm.world_build import build_world
+    from uvlm.core.config import load_config
+    from uvlm.probe.model import load_probe
+    from uvlm.probe.build import build_probe, probe_dir, probe_path
+    from uvlm.tokens.vq_build import build_tokenizer
+    from uvlm.world.build import build_world
 
     root = tmp_path_factory.mktemp("tiny")
     params = write_tiny_params(root)

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uvlm.model import UVLM, UVLMConfig
-from uvlm.plans import LayerMode, build_plan
+from uvlm.model.decoder import UVLM, UVLMConfig
+from uvlm.model.plans import LayerMode, build_plan
 
 torch.set_num_threads(1)
 N_TEXT, N_CODES, L_LAYERS = 32, 32, 6
@@ -262,7 +262,7 @@ def aligned_u_batch(B=3, seed=1, pad_last=0):
 @pytest.mark.parametrize("start", [0, 2])
 @pytest.mark.parametrize("pad_last", [0, 3])
 def test_himix_split_kernels_match_mask_kernel_and_reference(kernel, n_kv_heads, start, pad_last):
-    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.model.attention import use_himix_kernel
 
     model = tiny_model(n_kv_heads=n_kv_heads)
     ids = aligned_u_batch(pad_last=pad_last)
@@ -290,7 +290,7 @@ def test_himix_split_kernels_match_mask_kernel_and_reference(kernel, n_kv_heads,
 def test_himix_flex_kernel_matches_mask_kernel_and_reference(rows, n_kv_heads, padded):
     """Forward only: FlexAttention has no backward on CPU (the GPU test below checks gradients).
     ``padded`` masks row 0's first two keys (left padding): the kernel then reads k_valid."""
-    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.model.attention import use_himix_kernel
 
     model = tiny_model(n_kv_heads=n_kv_heads)
     ids = aligned_u_batch() if rows == "aligned" else batch("u")
@@ -309,8 +309,8 @@ def test_himix_flex_kernel_matches_mask_kernel_and_reference(rows, n_kv_heads, p
 
 
 def test_himix_flex_kernel_builds_no_mask():
-    from uvlm.attention_ops import use_himix_kernel
-    from uvlm.layout import TokenLayout
+    from uvlm.model.attention import use_himix_kernel
+    from uvlm.model.layout import TokenLayout
 
     model = tiny_model()
     ids = batch("u")
@@ -327,7 +327,7 @@ def test_himix_flex_kernel_builds_no_mask():
 @pytest.mark.parametrize("kernel", ["flex", "rows"])
 def test_himix_kernel_gradients_on_gpu(kernel):
     """Compiled, as the kernels are meant to run: logits and gradients equal the masked kernel's."""
-    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.model.attention import use_himix_kernel
 
     cfg = UVLMConfig(vocab_size=N_TEXT + N_CODES, image_token_start=N_TEXT, d_model=64, n_layers=2, n_heads=4,
                      n_kv_heads=2, max_seq_len=64, image_proj_sets=["img"])
@@ -349,8 +349,8 @@ def test_himix_kernel_gradients_on_gpu(kernel):
 
 
 def test_himix_split_kernel_uses_the_prefix_only_when_rows_agree():
-    from uvlm.attention_ops import use_himix_kernel
-    from uvlm.layout import TokenLayout
+    from uvlm.model.attention import use_himix_kernel
+    from uvlm.model.layout import TokenLayout
 
     model = tiny_model()
     aligned = TokenLayout(aligned_u_batch(), N_TEXT, model.rope_inv_freq)
@@ -372,7 +372,7 @@ def test_himix_split_kernel_uses_the_prefix_only_when_rows_agree():
 
 
 def test_lower_right_causal_matches_its_mask():
-    from uvlm.attention_ops import _lower_right_causal
+    from uvlm.model.attention import _lower_right_causal
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, n, 16, generator=g) for n in (4, 11, 11))
@@ -383,7 +383,7 @@ def test_lower_right_causal_matches_its_mask():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_lower_right_causal_flash_kernel_on_gpu():
     """The bf16 GPU path is the flash op; its gradients must match the masked kernel's."""
-    from uvlm.attention_ops import _lower_right_causal
+    from uvlm.model.attention import _lower_right_causal
 
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(2, 4, n, 64, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -411,7 +411,7 @@ def test_compiled_split_kernel_compiles_once():
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.model.attention import use_himix_kernel
 
     torch._dynamo.reset()
     cfg = UVLMConfig(vocab_size=N_TEXT + N_CODES, image_token_start=N_TEXT, d_model=32, n_layers=2, n_heads=4,
@@ -430,8 +430,8 @@ def test_compiled_split_kernel_compiles_once():
 
 
 def test_himix_kernel_rejects_unknown_names():
-    from uvlm.attention_ops import use_himix_kernel
-    from uvlm.errors import ConfigError
+    from uvlm.model.attention import use_himix_kernel
+    from uvlm.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="split"):
         with use_himix_kernel("dense"):
@@ -439,7 +439,7 @@ def test_himix_kernel_rejects_unknown_names():
 
 
 def test_split_kernel_prefix_comes_with_the_forward_pass_single_host_sync():
-    from uvlm.attention_ops import use_himix_kernel
+    from uvlm.model.attention import use_himix_kernel
 
     model = tiny_model()
     plan = [LayerMode("himix", "img")] * L_LAYERS

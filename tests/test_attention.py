@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from uvlm import attention as A
-from uvlm import segments as SEG
-from uvlm.errors import UVLMError
+from uvlm.analysis import attention as A
+from uvlm.core.errors import UVLMError
+from uvlm.tokens import segments as SEG
 
 torch.set_num_threads(1)  # tiny models: threads only add contention on a 2-core machine
 
@@ -148,8 +148,8 @@ def test_hf_profile_equals_explicit_output_attentions():
 
 
 def test_hf_and_uvlm_give_the_same_allocation(tmp_path):
-    pytest.importorskip("uvlm.hf_import", reason="uvlm.hf_import (our HF loader) is not available")
-    from uvlm.hf_import import load_llama_backbone
+    pytest.importorskip("uvlm.model.hf_import", reason="uvlm.model.hf_import (our HF loader) is not available")
+    from uvlm.model.hf_import import load_llama_backbone
 
     hf = _tiny_llama(n_layers=2)
     hf.save_pretrained(tmp_path / "llama")
@@ -222,7 +222,7 @@ def test_the_strength_qualifier_never_loosens_the_old_flags():
 
 
 def test_figures_are_written(tmp_path):
-    from uvlm import attention_figures as F
+    from uvlm.analysis import figures as F
 
     model = _tiny_llama(n_layers=4)
     ids, seg = _u_batch()
@@ -247,9 +247,9 @@ def test_figures_are_written(tmp_path):
 def test_attention_device_is_checked_and_auto_falls_back_to_cpu(tmp_path, monkeypatch):
     import torch
 
-    from uvlm.attention_stage import _device
-    from uvlm.config import load_config
-    from uvlm.errors import ConfigError
+    from uvlm.analysis.stage import _device
+    from uvlm.core.config import load_config
+    from uvlm.core.errors import ConfigError
     from conftest import write_tiny_params
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

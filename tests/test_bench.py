@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from uvlm import bench
-from uvlm.errors import ConfigError, UVLMError
-from uvlm.flops import count_flops
+from uvlm.core import devices
+from uvlm.core.config import DEFAULT_RUNS
+from uvlm.core.errors import ConfigError, UVLMError
+from uvlm.model.flops import count_flops
+from uvlm.perf import bench
 
 torch.set_num_threads(1)
 TINY = dict(preset="tiny", steps=2, warmup=1, progress=False, device="cpu")  # CPU numbers: fields differ on GPU
@@ -27,7 +29,7 @@ def tiny_result(tmp_path_factory):
 def test_every_plan_has_every_field(tiny_result):
     result, _ = tiny_result
     rows = {r["run"]: r for r in result["variants"]}
-    assert list(rows) == list(bench.DEFAULT_GRID)
+    assert list(rows) == list(DEFAULT_RUNS)
     for name, r in rows.items():
         assert set(FIELDS) <= set(r), name
         assert r["error"] is None and len(r["step_times_s"]) == 2
@@ -71,7 +73,7 @@ def test_json_markdown_and_figure_are_written(tiny_result):
     md = (out / f"{slug}.md").read_text()
     assert md.strip() == bench.markdown_table(result).strip()
     assert result["device"]["name"] in md
-    for name in bench.DEFAULT_GRID:
+    for name in DEFAULT_RUNS:
         assert f"| {name} |" in md
     assert (out / f"{slug}.png").stat().st_size > 1000
 
@@ -80,9 +82,9 @@ def test_counted_flops_match_torchs_counter():
     """The benchmark's FLOPs per step are what torch counts on the same batch and plan."""
     cfg = bench.bench_config("tiny")
     runs = bench.grid_runs(cfg)
-    from uvlm.data import Vocab
-    from uvlm.model import UVLM
-    from uvlm.run_setup import model_config, run_plans
+    from uvlm.tokens.sequences import Vocab
+    from uvlm.model.decoder import UVLM
+    from uvlm.train.setup import model_config, run_plans
     vocab = Vocab(150, cfg.tokenizer.codebook_size)
     gen = torch.Generator().manual_seed(0)
     for name in ("u_himix", "g_hmgen_k3"):
@@ -176,8 +178,8 @@ def test_bf16_without_support_falls_back_to_fp32(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     notes = []
     with pytest.warns(UserWarning, match="no bf16 support"):
-        assert bench.resolve_precision("bf16", "cpu", notes) == "fp32"
-    assert notes and bench.resolve_precision("auto", "cpu", []) == "fp32"
+        assert devices.resolve_precision("bf16", "cpu", "bench.precision", notes) == "fp32"
+    assert notes and devices.resolve_precision("auto", "cpu", "bench.precision", []) == "fp32"
 
 
 def test_gpu_peak_table():

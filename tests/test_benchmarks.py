@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from uvlm.benchmarks import POPE_SAMPLINGS, combo_popularity, make_benchmarks
-from uvlm.world import World, WorldConfig, stream
+from uvlm.world.benchmarks import POPE_SAMPLINGS, combo_popularity, make_benchmarks
+from uvlm.world.scenes import World, WorldConfig, stream
 
 N = 150
 # Written out by hand (not taken from the library) so the oracle is independent.
@@ -187,7 +187,7 @@ def test_deterministic(bench):
 
 def test_understanding_training_answers_match_scene(bench):
     """The training families use the same builders; their answers are right too."""
-    from uvlm.world_language import understanding_sample
+    from uvlm.world.language import understanding_sample
 
     world = bench[0]
     rng = stream(5, "check")

@@ -1,4 +1,4 @@
-"""The verdict rule (uvlm.claims.VERDICT_RULE, uvlm.results.compare), branch by branch, on small
+"""The verdict rule (uvlm.paper.claims.VERDICT_RULE, uvlm.paper.results.compare), branch by branch, on small
 synthetic numbers; the step-cap check of the training summaries; POPE's accuracy and yes-ratio."""
 import math
 import warnings
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from uvlm import claims as C
-from uvlm import results as R
-from uvlm import scoring as S
-from uvlm import tables as T
-from uvlm.attention import verdict as attention_verdict
-from uvlm.config import load_config
-from uvlm.io import write_json
+from uvlm.analysis.attention import verdict as attention_verdict
+from uvlm.core.config import load_config
+from uvlm.core.io import write_json
+from uvlm.eval import scoring as S
+from uvlm.paper import claims as C
+from uvlm.paper import results as R
+from uvlm.paper import tables as T
 
 
 def _se(se):
@@ -103,7 +103,7 @@ def test_side_is_the_majority_of_its_metrics():
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """Run info and roles of the project's grid on the tiny preset (no data: fixed shapes)."""
-    from uvlm.data import Vocab
+    from uvlm.tokens.sequences import Vocab
     root = tmp_path_factory.mktemp("grid")
     runs = yaml.safe_load((__import__("pathlib").Path(__file__).parents[1] / "params.yaml").read_text())["runs"]
     (root / "params.yaml").write_text(yaml.safe_dump(

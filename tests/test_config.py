@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from uvlm.config import load_config
-from uvlm.errors import ConfigError
+from uvlm.core.config import load_config
+from uvlm.core.errors import ConfigError
 
 
 def _params(tmp_path, text: str):
@@ -68,7 +68,7 @@ def test_missing_params_file_is_named(tmp_path):
 
 def test_set_edits_one_key_of_one_run_and_keeps_the_grid(tmp_path):
     """``--set runs.X.k=v`` works as ``dvc exp run -S``: one key of one run changes."""
-    from uvlm.train_cli import parse_sets
+    from uvlm.train.cli import parse_sets
     path = _params(tmp_path, "preset: tiny\nattention: {run: u_base}\nruns:\n  g_k: {task: g, accel: hmgen, hmgen_k: 1}\n"
                              "  u_base: {task: u, accel: base}\n")
     cfg = load_config(path, sets=parse_sets(["runs.g_k.hmgen_k=0", "train.lr=3e-4"]))
@@ -86,9 +86,9 @@ def test_unreadable_yaml_names_the_file(tmp_path):
 
 
 def test_the_params_stage_names_the_bad_key_and_writes_a_constant_file(tmp_path, capsys):
-    """`python -m uvlm.params_check`, the pipeline's first stage: its output never changes, so a
+    """`python -m uvlm.pipeline.params_check`, the pipeline's first stage: its output never changes, so a
     valid edit re-runs only the stages whose keys changed."""
-    from uvlm import params_check
+    from uvlm.pipeline import params_check
     out = tmp_path / "checked.txt"
     assert params_check.main([str(_params(tmp_path, "preset: tiny\ntrian: {lr: 1}\n")), str(out)]) == 2
     err = capsys.readouterr().err
@@ -99,7 +99,7 @@ def test_the_params_stage_names_the_bad_key_and_writes_a_constant_file(tmp_path,
 
 
 def test_notebook_overrides_edit_one_run_and_keep_the_grid(tmp_path):
-    from uvlm.notebook import setup
+    from uvlm.core.notebook import setup
     path = _params(tmp_path, "preset: tiny\nattention: {run: u_base}\nruns:\n"
                              "  g_k: {task: g, accel: hmgen, hmgen_k: 1}\n  u_base: {task: u, accel: base}\n")
     cfg = setup(str(path), ["runs.g_k.hmgen_k=0"], chdir=False)
@@ -110,7 +110,7 @@ def test_stage_settings_change_exactly_with_what_a_run_computes_from(tmp_path):
     """The per-run settings file the train stages depend on: a HiMix knob moves the HiMix runs'
     files only; a model value (as a preset edit would change it) moves every run's."""
     from conftest import write_tiny_params
-    from uvlm.run_setup import stage_settings
+    from uvlm.train.setup import stage_settings
     params = write_tiny_params(tmp_path)
     base = load_config(params)
     knob = load_config(params, {"himix": {"start_layer": 1}})

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from uvlm import segments as S
-from uvlm.config import load_config
-from uvlm.data import (IGNORE, PAD, encode_g, encode_u, load_text_tokenizer,
+from uvlm.core.config import load_config
+from uvlm.core.errors import UVLMError
+from uvlm.tokens import segments as S
+from uvlm.tokens.sequences import (IGNORE, PAD, encode_g, encode_u, load_text_tokenizer,
                        read_codes, read_records, tokenize_split)
-from uvlm.errors import UVLMError
-from uvlm.run_setup import vocab_for
+from uvlm.train.setup import vocab_for
 
 
 def labels_for(ids, seg, loss_on: str):
@@ -79,7 +79,7 @@ def _copy_data(tiny_world, tmp_path):
 def test_codes_of_another_world_are_named(tiny_world, tmp_path):
     """A world rebuilt at another seed after the tokenizer ran: its codes no longer describe the
     images, and training on them must not start."""
-    from uvlm.world_build import build_world
+    from uvlm.world.build import build_world
     cfg = _copy_data(tiny_world, tmp_path)
     vocab_for(cfg)  # the matching pair loads
     build_world(cfg.world, cfg.seed + 1, tmp_path / "world", progress=False)
@@ -105,7 +105,7 @@ def test_damaged_inputs_are_named_by_file(tiny_world, tmp_path, damage):
     with pytest.raises(UVLMError, match="codes.npz") as e:
         vocab_for(cfg)
     assert "allow_pickle" not in str(e.value) and "dvc repro tokenizer" in str(e.value)
-    from uvlm.world_build import load_split
+    from uvlm.world.build import load_split
     with pytest.raises(UVLMError, match="u_train.npz"):
         load_split(tmp_path / "world", "u_train")
 
@@ -114,6 +114,6 @@ def test_a_corrupt_record_line_is_named(tiny_world, tmp_path):
     cfg = _copy_data(tiny_world, tmp_path)
     path = tmp_path / "world" / "u_train.jsonl"
     path.write_text(path.read_text()[:-40] + "\n")  # the last record cut short
-    from uvlm.data import read_records
+    from uvlm.tokens.sequences import read_records
     with pytest.raises(UVLMError, match=r"u_train.jsonl' line 64"):
         read_records(cfg.paths.data / "world", "u_train")

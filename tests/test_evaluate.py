@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from uvlm import config as C
-from uvlm.errors import CheckpointError, MissingInputError
-from uvlm.io import save_npz, write_json
-from uvlm.schema import build
+from uvlm.core import config as C
+from uvlm.core.errors import CheckpointError, MissingInputError
+from uvlm.core.io import save_npz, write_json
+from uvlm.core.schema import build
 
 SEED = 0
 N_U_TEST, N_G_TEST = 10, 8
@@ -38,12 +38,12 @@ def _cfg(root):
 
 
 def _write_world(cfg):
-    from uvlm import world_language as L
-    from uvlm.benchmarks import make_benchmarks, u_transfer
-    from uvlm.probe import save_probe, train_probe
-    from uvlm.text_tokenizer import build_text_tokenizer, save_text_tokenizer
-    from uvlm.vq import init_model, save_vq
-    from uvlm.world import World, render_scenes, stream
+    from uvlm.world import language as L
+    from uvlm.world.benchmarks import make_benchmarks, u_transfer
+    from uvlm.probe.model import save_probe, train_probe
+    from uvlm.world.text_tokenizer import build_text_tokenizer, save_text_tokenizer
+    from uvlm.tokens.vq import init_model, save_vq
+    from uvlm.world.scenes import World, render_scenes, stream
 
     wc = cfg.world
     world = World(wc, SEED)
@@ -83,7 +83,7 @@ def _write_world(cfg):
 
 
 def _write_run(cfg, run, tasks):
-    from uvlm.run_setup import build_model, vocab_for
+    from uvlm.train.setup import build_model, vocab_for
     vocab, _ = vocab_for(cfg)
     out = cfg.paths.data / "runs" / run / f"seed{SEED}"
     model = build_model(cfg, vocab, cfg.run(run), SEED)
@@ -113,7 +113,7 @@ def setup(tmp_path_factory):
 
 
 def test_evaluate_unified_run_end_to_end(setup):
-    from uvlm.evaluate import evaluate_run
+    from uvlm.eval.evaluate import evaluate_run
     cfg, splits = setup
     threads = torch.get_num_threads()
     m = evaluate_run(cfg, "ug_mix", SEED, progress=False)
@@ -142,7 +142,7 @@ def test_evaluate_unified_run_end_to_end(setup):
 
 
 def test_evaluation_is_deterministic(setup):
-    from uvlm.evaluate import evaluate_run
+    from uvlm.eval.evaluate import evaluate_run
     cfg, _ = setup
     a = evaluate_run(cfg, "g_hmgen", SEED, out_path=cfg.paths.data / "a.json", progress=False)
     b = evaluate_run(cfg, "g_hmgen", SEED, out_path=cfg.paths.data / "b.json", progress=False)
@@ -151,10 +151,10 @@ def test_evaluation_is_deterministic(setup):
 
 def test_exact_match_agrees_with_greedy_decoding(setup):
     """The teacher-forced criterion equals free-running greedy decoding, item by item."""
-    from uvlm import scoring as S
-    from uvlm.evaluate import EvalContext, _qa_split, batched
-    from uvlm.model import UVLM
-    from uvlm.run_setup import run_plans
+    from uvlm.eval import scoring as S
+    from uvlm.eval.evaluate import EvalContext, _qa_split, batched
+    from uvlm.model.decoder import UVLM
+    from uvlm.train.setup import run_plans
     cfg, _ = setup
     ctx = EvalContext(cfg)
     recs, codes = ctx.split("bench_pope")
@@ -184,7 +184,7 @@ def test_exact_match_agrees_with_greedy_decoding(setup):
 
 
 def test_aggregate_over_seeds_and_table(setup):
-    from uvlm.evaluate import evaluate_seeds, table_frame
+    from uvlm.eval.evaluate import evaluate_seeds, table_frame
     cfg, _ = setup
     res = evaluate_seeds(cfg, "g_hmgen", out_path=cfg.paths.figures / "metrics" / "g_hmgen.json", progress=False)
     assert res["aggregate"]["g"]["generation"]["all"]["fd"]["n"] == 1
@@ -195,7 +195,7 @@ def test_aggregate_over_seeds_and_table(setup):
 
 
 def test_missing_checkpoint_names_the_stage(setup):
-    from uvlm.evaluate import evaluate_run
+    from uvlm.eval.evaluate import evaluate_run
     cfg, _ = setup
     with pytest.raises(MissingInputError, match="train@u_base"):
         evaluate_run(cfg, "u_base", SEED, progress=False)
@@ -212,7 +212,7 @@ def test_missing_checkpoint_names_the_stage(setup):
 def test_notebook_is_stored_clean_with_a_parameters_cell():
     import nbformat
     from pathlib import Path
-    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "04_eval.ipynb", as_version=4)
+    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "05_eval.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
     assert 'params_path = "params.yaml"' in code[0].source and 'run = "u_base"' in code[0].source

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from uvlm.fid import feature_frechet_distance, frechet_distance, gaussian_stats, trace_sqrt_product
+from uvlm.eval.fid import feature_frechet_distance, frechet_distance, gaussian_stats, trace_sqrt_product
 
 
 def test_identical_sets_have_zero_distance():

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from uvlm.flops import count_flops, paper_estimate, plan_flops
-from uvlm.model import UVLM, UVLMConfig
-from uvlm.plans import LayerMode, build_plan
+from uvlm.model.decoder import UVLM, UVLMConfig
+from uvlm.model.flops import count_flops, paper_estimate, plan_flops
+from uvlm.model.plans import LayerMode, build_plan
 
 torch.set_num_threads(1)
 N_TEXT, N_CODES, LAYERS = 40, 24, 8

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from uvlm.generate import generate_images, left_pad
-from uvlm.kv_cache import KVCache
-from uvlm.model import UVLM, UVLMConfig
-from uvlm.plans import build_plan
+from uvlm.model.decoder import UVLM, UVLMConfig
+from uvlm.model.generate import generate_images, left_pad
+from uvlm.model.kv_cache import KVCache
+from uvlm.model.plans import build_plan
 
 torch.set_num_threads(1)
 N_TEXT, N_CODES, LAYERS, N_IMG = 32, 32, 6, 6

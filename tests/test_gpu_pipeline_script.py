@@ -1,4 +1,4 @@
-"""figures/gpu/pipeline.sh edits a throw-away copy's params.yaml before `dvc repro`: the preset, the
+"""scripts/gpu/pipeline.sh edits a throw-away copy's params.yaml before `dvc repro`: the preset, the
 runs KEEP_RUNS keeps and the step-matched controls. Run here with a stand-in `dvc` that does nothing."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _run(tmp_path, **env):
     (stubs / "dvc").chmod(0o755)
     full_env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
                 "LIMIT_S": "20", "GIT_CEILING_DIRECTORIES": str(tmp_path), **env}
-    proc = subprocess.run(["bash", str(ROOT / "figures/gpu/pipeline.sh")], cwd=work, env=full_env,
+    proc = subprocess.run(["bash", str(ROOT / "scripts/gpu/pipeline.sh")], cwd=work, env=full_env,
                           capture_output=True, text=True, timeout=60)
     return proc, yaml.safe_load((work / "params.yaml").read_text())
 
@@ -55,7 +55,7 @@ def test_keep_runs_names_an_unknown_run_and_the_grid(tmp_path):
 def test_record_sh_keeps_only_the_record_s_own_runs(tmp_path):
     """The archive holds the committed files of runs the grid did not train (KEEP_RUNS); the record
     folder leaves them out and is re-scored."""
-    record = ROOT / "figures" / "gpu" / "step_matched"
+    record = ROOT / "records" / "gpu" / "step_matched"
     pack = tmp_path / "pack"
     (pack / "figures").mkdir(parents=True)
     shutil.copy(record / "params.yaml", pack / "params.yaml")
@@ -72,7 +72,7 @@ def test_record_sh_keeps_only_the_record_s_own_runs(tmp_path):
     dest = tmp_path / "record"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'lib'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # the script's `python`
-    proc = subprocess.run(["bash", str(ROOT / "figures/gpu/record.sh"), str(tmp_path / "pipeline.tgz"), str(dest)],
+    proc = subprocess.run(["bash", str(ROOT / "scripts/gpu/record.sh"), str(tmp_path / "pipeline.tgz"), str(dest)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not (dest / "metrics" / "u_himix.json").exists() and not (dest / "curves" / "u_himix.png").exists()
@@ -107,11 +107,11 @@ def test_train_jobs_caps_the_train_stages_and_the_history_is_seeded(tmp_path):
     stubs.mkdir()
     (stubs / "python").write_text('#!/bin/sh\necho "stand-in python $*"\nexit 0\n')
     (stubs / "python").chmod(0o755)
-    history = ROOT / "figures" / "gpu" / "parallel" / "stage_seconds.json"
+    history = ROOT / "records" / "gpu" / "parallel" / "stage_seconds.json"
     proc, _ = _run(tmp_path, JOBS="5", TRAIN_JOBS="3", HISTORY=str(history),
                    PATH=os.pathsep.join([str(stubs), str(tmp_path / "bin"), os.environ["PATH"]]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "python -m uvlm.parallel_repro --jobs 5 --limit train=3: exit 0" in proc.stdout
+    assert "python -m uvlm.pipeline.repro --jobs 5 --limit train=3: exit 0" in proc.stdout
     seeded = tmp_path / "copy" / "notebooks" / "executed" / "logs" / "stage_seconds.json"
     assert seeded.read_text() == history.read_text()
     other = tmp_path / "again"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvlm.headline import headline, run_headline, write_headline
+from uvlm.paper.headline import headline, run_headline, write_headline
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "figures"
-DETAILS = sorted((FIGURES / "metrics").glob("*.json"))
+RECORD = ROOT / "records" / "cpu"  # the committed cpu-preset outputs
+DETAILS = sorted((RECORD / "metrics").glob("*.json"))
 
 
 def _leaves(x) -> int:
@@ -31,7 +31,7 @@ def _paths(entries) -> list[str]:
 
 
 def test_run_headline_is_the_mean_of_each_benchmark_per_subset():
-    detail = json.loads((FIGURES / "metrics" / "ug_base.json").read_text())
+    detail = json.loads((RECORD / "metrics" / "ug_base.json").read_text())
     h = run_headline(detail)
     table = detail["aggregate"]["table"]
     assert set(h) == {"n_seeds", *table}
@@ -44,14 +44,14 @@ def test_run_headline_is_the_mean_of_each_benchmark_per_subset():
 
 @pytest.mark.parametrize("detail", DETAILS, ids=lambda p: p.stem)
 def test_committed_headlines_are_what_the_library_writes(detail):
-    committed = json.loads((FIGURES / "headline" / detail.name).read_text())
+    committed = json.loads((RECORD / "headline" / detail.name).read_text())
     assert committed == headline(detail.stem, json.loads(detail.read_text()))
     assert _leaves(committed) <= 50
 
 
 def test_write_headline_reads_the_detail_and_writes_beside_it(tmp_path):
     (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics" / "u_base.json").write_text((FIGURES / "metrics" / "u_base.json").read_text())
+    (tmp_path / "metrics" / "u_base.json").write_text((RECORD / "metrics" / "u_base.json").read_text())
     path = write_headline(tmp_path, "u_base")
     assert path == tmp_path / "headline" / "u_base.json"
     assert json.loads(path.read_text())["all"]["GQA"] > 0
@@ -73,7 +73,7 @@ def test_dvc_metrics_show_fits_on_a_screen():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     files = next(iter(json.loads(out.stdout).values()))["data"]
-    assert len(files) == len(list((FIGURES / "headline").glob("*.json")))
+    assert len(files) == len(list((RECORD / "headline").glob("*.json")))
     assert sum(_leaves(f["data"]) for f in files.values()) <= 300  # was about 6,600 values
     table = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300).stdout

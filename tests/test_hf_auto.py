@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import uvlm  # noqa: F401  (registers model_type "uvlm")
-from uvlm.errors import CheckpointError
-from uvlm.model import UVLM, UVLMConfig
+from uvlm.core.errors import CheckpointError
+from uvlm.model.decoder import UVLM, UVLMConfig
 
 
 def _saved(tmp_path, tie=True):

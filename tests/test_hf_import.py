@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from uvlm.errors import CheckpointError
-from uvlm.hf_import import load_llama_backbone
-from uvlm.plans import build_plan
+from uvlm.core.errors import CheckpointError
+from uvlm.model.hf_import import load_llama_backbone
+from uvlm.model.plans import build_plan
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
@@ -68,7 +68,7 @@ def test_image_rows_start_near_the_text_mean(tmp_path, threads):
     # and agree bit for bit; with more, the kernels split the reductions by shape, so the two
     # agree to float32 rounding only. That rounding (~1e-6 here) is the tolerance, whatever
     # thread count an earlier test left behind.
-    from uvlm.threads import cpu_threads
+    from uvlm.core.threads import cpu_threads
     with cpu_threads(threads):
         base = ours(ids).logits
         same = ours(ids, plan=build_plan("g", "hmgen", 2, hmgen_k=0)).logits

@@ -1,5 +1,5 @@
-from uvlm.hparam_sweep import best_point, sweep_points, to_markdown, width_overrides
-from uvlm.config import load_config
+from uvlm.core.config import load_config
+from uvlm.train.hparam_sweep import best_point, sweep_points, to_markdown, width_overrides
 
 
 def _row(run, lr, d, loss):

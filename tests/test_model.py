@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from uvlm.errors import CheckpointError, ConfigError
-from uvlm.model import UVLM, UVLMConfig, checked_config
-from uvlm.plans import LayerMode, build_plan
-from uvlm.schema import build
+from uvlm.core.errors import CheckpointError, ConfigError
+from uvlm.core.schema import build
+from uvlm.model.decoder import UVLM, UVLMConfig, checked_config
+from uvlm.model.plans import LayerMode, build_plan
 
 torch.set_num_threads(2)
 N_TEXT, N_CODES = 32, 32
@@ -236,7 +236,7 @@ def test_plan_needing_a_missing_set_is_a_config_error():
 
 def test_safetensors_files_are_byte_identical_for_the_same_weights(tmp_path):
     """safetensors writes metadata in hash-map order; the header is sorted, so DVC sees one hash."""
-    from uvlm.io import load_tensors, save_tensors
+    from uvlm.core.io import load_tensors, save_tensors
     tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.int64)}
     meta = {"format": "uvlm", "config": {"z": 1, "a": [1, 2]}, "metrics": {"x": 0.5}, "probe": "p", "seed": 3}
     blobs = set()

@@ -1,6 +1,6 @@
 """Notebooks run where a person opens them: JupyterLab starts the kernel in notebooks/.
 
-The setup cell (``uvlm.notebook.setup``) is tested directly; one cheap notebook (01_data, at the
+The setup cell (``uvlm.core.notebook.setup``) is tested directly; one cheap notebook (01_data, at the
 tiny preset) runs end to end through nbclient, as "Run All" does, and through papermill with an
 ``overrides`` parameter. The other notebooks run in tests/test_pipeline.py through ``dvc repro``.
 """
@@ -15,10 +15,10 @@ import nbformat
 import pytest
 import yaml
 
-from uvlm.config import load_config
-from uvlm.errors import ConfigError
-from uvlm.notebook import as_sets, find_root, setup
-from uvlm.overrides import parse_sets
+from uvlm.core.config import load_config
+from uvlm.core.errors import ConfigError
+from uvlm.core.notebook import as_sets, find_root, setup
+from uvlm.core.overrides import parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))

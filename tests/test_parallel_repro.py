@@ -1,4 +1,4 @@
-"""uvlm.parallel_repro: the scheduler (with stand-in stages) and a whole toy DVC pipeline."""
+"""uvlm.pipeline.repro: the scheduler (with stand-in stages) and a whole toy DVC pipeline."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from uvlm.errors import ConfigError
-from uvlm.parallel_repro import parse_limits, schedule, stage_graph
+from uvlm.core.errors import ConfigError
+from uvlm.pipeline.repro import parse_limits, schedule, stage_graph
 
 
 class FakeStage:
@@ -197,7 +197,7 @@ def test_stage_graph_reads_dvc_yaml(toy_repo):
 def test_the_whole_toy_pipeline_matches_dvc_repro(toy_repo):
     """Run side by side, then `dvc status` finds nothing to do and the outputs are complete."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    run = subprocess.run([sys.executable, "-m", "uvlm.parallel_repro", "--jobs", "3", "--log-dir", "logs"],
+    run = subprocess.run([sys.executable, "-m", "uvlm.pipeline.repro", "--jobs", "3", "--log-dir", "logs"],
                          cwd=toy_repo, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Data and pipelines are up to date" in run.stdout
@@ -211,7 +211,7 @@ def test_the_whole_toy_pipeline_matches_dvc_repro(toy_repo):
     assert sorted(history) == ["base", "final", "train@a", "train@b", "train@c"]
     # A second run finds every stage up to date: skipped stages teach it no durations.
     (toy_repo / "logs" / "stage_seconds.json").write_text(json.dumps({"base": 99.0}))
-    again = subprocess.run([sys.executable, "-m", "uvlm.parallel_repro", "--jobs", "2", "--limit", "train=1",
+    again = subprocess.run([sys.executable, "-m", "uvlm.pipeline.repro", "--jobs", "2", "--limit", "train=1",
                             "--log-dir", "logs"], cwd=toy_repo, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "at most 1 train" in again.stdout
@@ -221,7 +221,7 @@ def test_the_whole_toy_pipeline_matches_dvc_repro(toy_repo):
 def test_cli_names_bad_jobs_and_unknown_stages(toy_repo):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     for args, key in ((["--jobs", "0"], "jobs"), (["nosuch"], "targets"), (["--limit", "nosuch=2"], "limit")):
-        run = subprocess.run([sys.executable, "-m", "uvlm.parallel_repro", *args], cwd=toy_repo, env=env,
+        run = subprocess.run([sys.executable, "-m", "uvlm.pipeline.repro", *args], cwd=toy_repo, env=env,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 2
         assert f"config key '{key}'" in run.stderr

@@ -1,12 +1,13 @@
 """The whole DVC/papermill pipeline at the tiny preset, in a temp copy of the project.
 
-This is the smoke test of every notebook (01-08) run the way a user runs them, and of the
+This is the smoke test of every notebook (01-09) run the way a user runs them, and of the
 pipeline's wiring: a second `dvc repro` does nothing, and a tokenizer parameter re-runs the
 tokenizer stage but not the data stage.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # One `dvc repro` of the whole tiny project, mostly one process at a time: `make test` runs this
 # module beside the rest of the suite (pytest -m slow / -m "not slow"), which mostly uses one core too.
 pytestmark = pytest.mark.slow
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    """{path: sha256} of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _env() -> dict:
@@ -48,9 +55,12 @@ def tiny_project(tmp_path_factory):
                     ignore=shutil.ignore_patterns("executed", ".ipynb_checkpoints"))
     (root / "notebooks" / "executed").mkdir()
     (root / "lib").symlink_to(ROOT / "lib")  # deps only; the code runs from the installed package
+    # The committed cpu-preset records, as a clone has them beside the pipeline (a copy: were a
+    # stage to write there, the repository's own records must not be what it overwrites).
+    shutil.copytree(ROOT / "records" / "cpu", root / "records" / "cpu")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["preset"] = "tiny"
-    # The smallest sweep that still runs both notebooks 07 and 08 through every branch:
+    # The smallest sweep that still runs both notebooks 08 and 09 through every branch:
     # two sizes, a text prior at one of them, one data size, the step-matched control, no
     # learning-rate check.
     params["sweep"] = {**params["sweep"], "sizes": ["16x1", "32x2"], "seeds": [0], "data_sizes": [64],
@@ -62,6 +72,18 @@ def tiny_project(tmp_path_factory):
     _dvc(root, "config", "core.analytics", "false")
     _dvc(root, "repro")
     return root
+
+
+def test_an_experiment_leaves_the_committed_records_unchanged(tiny_project):
+    """`dvc repro` at the tiny preset (the fixture) writes figures/ only: records/ is what was committed."""
+    assert _tree_digest(tiny_project / "records" / "cpu") == _tree_digest(ROOT / "records" / "cpu")
+    stages = yaml.safe_load((tiny_project / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                assert not path.startswith("records"), (name, path)
 
 
 def test_repro_writes_every_result(tiny_project):
@@ -172,10 +194,10 @@ def _kill_tree(pid: int) -> None:
 def test_a_train_stage_killed_mid_training_resumes_under_dvc_repro(tiny_project):
     """`persist` keeps the run folder when DVC re-runs the stage, so a killed stage resumes from its
     last checkpoint instead of starting again from step 0."""
-    from uvlm.checkpoint import read_training_state
+    from uvlm.train.checkpoint import read_training_state
 
     run = tiny_project / "data" / "runs" / "u_kill" / "seed0"
-    executed = tiny_project / "notebooks" / "executed" / "03_train_u_kill.ipynb"
+    executed = tiny_project / "notebooks" / "executed" / "04_train_u_kill.ipynb"
     # 12 epochs of the tiny U set: 96 steps, killed once the checkpoint of step 8 is on disk.
     original = _edit_params(tiny_project, lambda p: p["runs"].update(
         u_kill={"task": "u", "accel": "base", "epochs_factor": 12.0}))

@@ -3,10 +3,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from uvlm.errors import ConfigError
-from uvlm.plans import (HimixConfig, HmgenConfig, LayerMode, build_plan, build_plans, check_run,
+from uvlm.core.errors import ConfigError
+from uvlm.core.schema import build
+from uvlm.model.plans import (HimixConfig, HmgenConfig, LayerMode, build_plan, build_plans, check_run,
                         describe_plan, max_shallow_layers, plan_proj_sets, required_proj_sets, shallow_layers)
-from uvlm.schema import build
 
 
 @pytest.mark.parametrize("n_layers,k,placement,expected", [

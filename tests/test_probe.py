@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from uvlm.errors import MissingInputError
-from uvlm.probe import (ProbeConfig, attribute_agreement, load_probe, prompt_attribute_accuracy,
+from uvlm.core.errors import MissingInputError
+from uvlm.probe.model import (ProbeConfig, attribute_agreement, load_probe, prompt_attribute_accuracy,
                         prompt_attribute_report, save_probe, train_probe)
-from uvlm.world import World, WorldConfig, render_scenes, stream
-from uvlm.world_language import generation_prompt
+from uvlm.world.language import generation_prompt
+from uvlm.world.scenes import World, WorldConfig, render_scenes, stream
 
 CFG = WorldConfig(image_size=16, grid=2, max_objects=3)
 
@@ -82,8 +82,8 @@ def test_scores_separate_right_from_wrong_images(trained, heldout):
 def test_probe_on_a_gpu_without_one_is_a_clear_error():
     import torch
 
-    from uvlm.errors import ConfigError
-    from uvlm.probe import train_probe
+    from uvlm.core.errors import ConfigError
+    from uvlm.probe.model import train_probe
     if torch.cuda.is_available():
         pytest.skip("machine has CUDA")
     with pytest.raises(ConfigError, match="probe.device"):
@@ -91,9 +91,9 @@ def test_probe_on_a_gpu_without_one_is_a_clear_error():
 
 
 def test_probe_to_a_device_keeps_numpy_results_on_the_host(tiny_world):
-    from uvlm.config import load_config
-    from uvlm.io import load_npz
-    from uvlm.probe_build import probe_path
+    from uvlm.core.config import load_config
+    from uvlm.core.io import load_npz
+    from uvlm.probe.build import probe_path
     cfg = load_config(tiny_world)
     world_dir = cfg.paths.data / "world"
     probe = load_probe(probe_path(cfg))
@@ -107,7 +107,7 @@ def test_probe_to_a_device_keeps_numpy_results_on_the_host(tiny_world):
 
 
 def test_build_probe_writes_weights_and_summary(tmp_path):
-    from uvlm.probe_build import accuracy_table, build_probe
+    from uvlm.probe.build import accuracy_table, build_probe
     summary = build_probe(WorldConfig(image_size=16), ProbeConfig(steps=20, n_train=64, n_eval=32), 7, tmp_path,
                           progress=False)
     seconds = summary.pop("seconds")  # returned, never written into data/probe

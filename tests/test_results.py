@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import yaml
 
-from uvlm import claims as C
-from uvlm import results as R
-from uvlm import scoring as S
-from uvlm.config import load_config
-from uvlm.data import Vocab
-from uvlm.errors import MissingInputError
-from uvlm.io import write_json
+from uvlm.core.config import load_config
+from uvlm.core.errors import MissingInputError
+from uvlm.core.io import write_json
+from uvlm.eval import scoring as S
+from uvlm.paper import claims as C
+from uvlm.paper import results as R
+from uvlm.tokens.sequences import Vocab
 
 REPO = Path(__file__).parents[1]
 GRID = yaml.safe_load((REPO / "params.yaml").read_text())["runs"]
@@ -31,8 +31,8 @@ def cfg(tmp_path):
 # ============================================================== FLOPs
 
 def test_flops_ratios_against_each_runs_baseline(cfg):
-    from uvlm.flops import plan_flops
-    from uvlm.run_setup import model_config, run_plans
+    from uvlm.model.flops import plan_flops
+    from uvlm.train.setup import model_config, run_plans
     info = R.run_info(cfg, SHAPES, VOCAB)
     assert list(info)[:3] == ["u_base", "g_base", "ug_base"]
     assert {r: i["baseline"] for r, i in info.items() if r.startswith("g_")} == \
@@ -61,8 +61,8 @@ def test_flops_ratios_against_each_runs_baseline(cfg):
 
 
 def test_mean_plan_flops_weights_repeated_shapes():
-    from uvlm.flops import plan_flops
-    from uvlm.model import UVLMConfig
+    from uvlm.model.flops import plan_flops
+    from uvlm.model.decoder import UVLMConfig
     mcfg = UVLMConfig(vocab_size=82, image_token_start=50, d_model=16, n_layers=2, n_heads=2, n_kv_heads=2)
     one = plan_flops(mcfg, None, 10, 4, 3.0)["total"]
     two = plan_flops(mcfg, None, 20, 4, 3.0)["total"]
@@ -261,7 +261,7 @@ def test_c1_c2_c3(cfg):
 # ============================================================== figures and notebook
 
 def test_figures_write_pngs(cfg, tmp_path):
-    from uvlm import results_figures as F
+    from uvlm.paper import figures as F
     F.plot_layer_plans(R.layer_plans(cfg), tmp_path / "plans.png")
     res = _results(cfg, {"u_base": (50, None), "g_base": (None, 10), "ug_base": (60, 5), "u_himix": (45, None),
                          "g_hmgen_k3": (None, 10), "ug_himix_hmgen_shareall": (30, 12),
@@ -284,8 +284,8 @@ def test_figures_write_pngs(cfg, tmp_path):
 
 def test_inference_time_hmgen_on_a_baseline_checkpoint(tiny_world, tmp_path):
     """HMGen with K = 0 only swaps in copied image projections: samples equal the full plan's."""
-    from uvlm.fig5 import fig5_frame, inference_time_hmgen
-    from uvlm.run_setup import build_model, vocab_for
+    from uvlm.paper.fig5 import fig5_frame, inference_time_hmgen
+    from uvlm.train.setup import build_model, vocab_for
     cfg = load_config(tiny_world)
     vocab, _ = vocab_for(cfg)
     model = build_model(cfg, vocab, cfg.run("g_base"), 0)
@@ -301,14 +301,14 @@ def test_inference_time_hmgen_on_a_baseline_checkpoint(tiny_world, tmp_path):
 
 def test_notebook_is_stored_clean_with_a_parameters_cell():
     import nbformat
-    nb = nbformat.read(REPO / "notebooks" / "06_results.ipynb", as_version=4)
+    nb = nbformat.read(REPO / "notebooks" / "07_results.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []) and 'params_path = "params.yaml"' in code[0].source
     assert all(not c.outputs and c.execution_count is None for c in code)
 
 
 def test_g_nll_noise_comes_from_its_saved_standard_error():
-    from uvlm.results import seed_noise
+    from uvlm.paper.results import seed_noise
 
     metrics = {"g": {"nll": {"in_dist": {"nll": 3.1, "se": 0.02, "n_images": 200, "n_tokens": 13000}}}}
     assert seed_noise(metrics)[("in_dist", "G-NLL")] == {"se": 0.02, "n": 200}
@@ -342,7 +342,7 @@ def test_loss_view_is_reported_beside_the_verdicts_and_never_decides_them(cfg):
 
 
 def test_u_nll_is_a_table_column_read_from_the_u_test_items(cfg):
-    from uvlm import tables as T
+    from uvlm.paper import tables as T
     m = _metrics(50, 4)
     for s in S.SUBSETS:
         m["u"]["u_test"] = {**m["u"].get("u_test", {}), s: {"nll": 0.25, "n": 10}}
@@ -364,8 +364,8 @@ def _record(tmp_path):
 
 
 def test_rescore_rewrites_a_record_from_its_saved_scores(tmp_path):
-    from uvlm.io import read_json
-    from uvlm.rescore import main, rescore
+    from uvlm.core.io import read_json
+    from uvlm.paper.rescore import main, rescore
     record = _record(tmp_path)
     claims = rescore(record)
     assert [c["id"] for c in claims] == ["C1", "C2", "C3", "C4", "C5", "C6"]
@@ -378,8 +378,8 @@ def test_rescore_rewrites_a_record_from_its_saved_scores(tmp_path):
 
 
 def test_rescore_names_what_a_record_lacks(tmp_path, capsys):
-    from uvlm.errors import UVLMError
-    from uvlm.rescore import main, rescore
+    from uvlm.core.errors import UVLMError
+    from uvlm.paper.rescore import main, rescore
     record = _record(tmp_path)
     saved = yaml.safe_load((record / "metrics" / "results.json").read_text())
     write_json(record / "metrics" / "results.json", {"runs": {"u_base": saved["runs"]["u_base"]}})
@@ -423,15 +423,15 @@ def test_a_step_matched_baseline_is_a_control_never_a_baseline(tmp_path):
         R.from_values(_values(values), info, {**rl, "u_base_long": None})).comparison)
 
 
-@pytest.mark.parametrize("record", ["figures/gpu/grid", "figures/gpu/step_matched", "figures/gpu/parallel",
-                                    "figures/gpu/critical_path", "figures/gpu/ten_minutes",
-                                    "figures/step_matched_cpu"])
+@pytest.mark.parametrize("record", ["records/gpu/grid", "records/gpu/step_matched", "records/gpu/parallel",
+                                    "records/gpu/critical_path", "records/gpu/ten_minutes",
+                                    "records/step_matched_cpu"])
 def test_committed_records_read_as_the_current_code_reads_them(tmp_path, record):
     """A committed record's tables and claims are what the current results code makes of its scores
-    (re-derive them with `python -m uvlm.rescore RECORD` after changing that code)."""
+    (re-derive them with `python -m uvlm.paper.rescore RECORD` after changing that code)."""
     import shutil
 
-    from uvlm.rescore import rescore
+    from uvlm.paper.rescore import rescore
     copy = tmp_path / "record"
     shutil.copytree(REPO / record, copy)
     rescore(copy)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from uvlm import scoring as S
+from uvlm.eval import scoring as S
 
 IGN = S.IGNORE
 

@@ -1,4 +1,4 @@
-"""dvc.yaml's deps tell the truth: each stage lists every library file its notebook reaches.
+"""dvc.yaml's deps tell the truth: each stage lists every library folder its notebook reaches.
 
 scripts/stage_deps.py computes the import closure of each stage's notebook over lib/uvlm (static
 reading only, so this is cheap); `python scripts/stage_deps.py --write` brings dvc.yaml in line.
@@ -26,7 +26,7 @@ def test_every_stage_lists_what_its_notebook_reaches():
                          f"(run `python scripts/stage_deps.py --write`): {missing}")
 
 
-def test_every_notebook_stage_depends_on_the_presets_config_and_schema():
+def test_every_notebook_stage_depends_on_the_presets_and_core():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stages = stage_deps.stage_notebooks(dvc)
     # Every stage runs a notebook, so every stage is checked, but `params`, which validates
@@ -35,20 +35,21 @@ def test_every_notebook_stage_depends_on_the_presets_config_and_schema():
     assert {"params.yaml", "lib/uvlm"} <= set(stage_deps._listed(dvc["stages"]["params"]))
     for name in stages:
         listed = stage_deps._listed(dvc["stages"][name])
-        for path in ("lib/uvlm/presets", "lib/uvlm/config.py", "lib/uvlm/schema.py"):
+        for path in ("lib/uvlm/presets", "lib/uvlm/core"):
             assert path in listed, (name, path)
         assert all((ROOT / p).exists() for p in listed if p.startswith("lib/")), name
 
 
 def test_import_forms_are_followed():
     lib = stage_deps.Library(ROOT)
-    tree = ast.parse("import uvlm.world\nfrom uvlm import tables as T\nfrom uvlm.fid import x\n"
-                     "def f():\n    from .claims import y\n    return ['-m', 'uvlm.train_cli']\n")
-    found = lib.imports_of(tree, "uvlm")
-    assert {"uvlm", "uvlm.world", "uvlm.tables", "uvlm.fid", "uvlm.claims", "uvlm.train_cli"} <= found
-    assert "uvlm.train" in lib.closure({"uvlm.train_cli"})  # train_cli imports train inside main()
+    tree = ast.parse("import uvlm.world.scenes\nfrom uvlm.paper import tables as T\nfrom uvlm.eval.fid import x\n"
+                     "def f():\n    from .claims import y\n    return ['-m', 'uvlm.train.cli']\n")
+    found = lib.imports_of(tree, "uvlm.paper")
+    assert {"uvlm", "uvlm.world.scenes", "uvlm.world.scenes", "uvlm.paper.tables", "uvlm.eval.fid", "uvlm.paper.claims",
+            "uvlm.train.cli"} <= found
+    assert "uvlm.train.loop" in lib.closure({"uvlm.train.cli"})  # the command line imports the loop inside main()
     # config.py names the section modules as strings and imports them lazily
-    assert {"uvlm.vq", "uvlm.world", "uvlm.train_config"} <= lib.closure({"uvlm.config"})
+    assert {"uvlm.tokens.vq", "uvlm.world.scenes", "uvlm.train.config"} <= lib.closure({"uvlm.core.config"})
 
 
 def _project(tmp_path: Path) -> Path:
@@ -63,17 +64,17 @@ def test_a_new_import_in_a_notebook_is_caught(tmp_path):
     path = root / "notebooks" / "01_data.ipynb"
     nb = json.loads(path.read_text())
     nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "new", "metadata": {},
-                        "outputs": [], "source": ["from uvlm.fid import frechet_distance"]})
+                        "outputs": [], "source": ["from uvlm.eval.fid import frechet_distance"]})
     path.write_text(json.dumps(nb))
     missing = stage_deps.missing_deps(root)
-    assert set(missing) == {"data"} and "lib/uvlm/fid.py" in missing["data"]
+    assert set(missing) == {"data"} and "lib/uvlm/eval" in missing["data"]
 
 
 def test_a_dropped_dep_is_caught_and_write_restores_it(tmp_path):
     root = _project(tmp_path)
     dvc = root / "dvc.yaml"
     original = dvc.read_text()
-    dvc.write_text(original.replace("      - lib/uvlm/evaluate.py\n", "", 1))
+    dvc.write_text(original.replace("      - lib/uvlm/eval\n", "", 1))
     assert stage_deps.missing_deps(root)
     dvc.write_text(stage_deps.rewrite(dvc.read_text(), stage_deps.required_deps(root)))
     assert not stage_deps.missing_deps(root)

@@ -1,9 +1,9 @@
-"""uvlm.stage_priority: duration estimates, critical paths and the durations history."""
+"""uvlm.pipeline.priority: duration estimates, critical paths and the durations history."""
 from __future__ import annotations
 
 import pytest
 
-from uvlm.stage_priority import critical_paths, estimate_seconds, group, load_history, record_duration
+from uvlm.pipeline.priority import critical_paths, estimate_seconds, group, load_history, record_duration
 
 ORDER = ["data", "train@a", "train@b", "eval@a", "eval@b", "attention", "results"]
 NEEDS = {"data": set(), "train@a": {"data"}, "train@b": {"data"}, "eval@a": {"train@a"},

@@ -1,11 +1,11 @@
-"""uvlm.stage_timing: a train stage timed per setting, in a scratch root that leaves the project's runs alone."""
+"""uvlm.perf.stage_timing: a train stage timed per setting, in a scratch root that leaves the project's runs alone."""
 import json
 
 import pytest
 
-from uvlm import stage_timing
-from uvlm.config import load_config
-from uvlm.errors import ConfigError, MissingInputError
+from uvlm.core.config import load_config
+from uvlm.core.errors import ConfigError, MissingInputError
+from uvlm.perf import stage_timing
 
 FAST = ("train.device=cpu", "train.eval_every=2", "train.seeds=[0, 1]", "train.parallel_seeds=2")
 

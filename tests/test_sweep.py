@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from uvlm.config import load_config
-from uvlm.errors import CheckpointError, ConfigError
-from uvlm.sweep_config import SweepConfig, lr_for, parse_size
-from uvlm.sweep_plan import Job, job_overrides, prior_jobs, train_jobs
-from uvlm.sweep_results import gap_frame, results_frame, summarise_gaps, zero_crossings
-from uvlm.sweep_runner import _fits, schedule_order
+from uvlm.core.config import load_config
+from uvlm.core.errors import CheckpointError, ConfigError
+from uvlm.sweep.config import SweepConfig, lr_for, parse_size
+from uvlm.sweep.plan import Job, job_overrides, prior_jobs, train_jobs
+from uvlm.sweep.results import gap_frame, results_frame, summarise_gaps, zero_crossings
+from uvlm.sweep.runner import _fits, schedule_order
 
 from conftest import write_tiny_params
 
@@ -116,8 +116,8 @@ def test_job_overrides_start_prior_runs_from_their_prior(tmp_path):
 
 def test_user_overrides_reach_every_job_under_the_jobs_own_settings(tmp_path, monkeypatch):
     """A notebook's overrides (KEY=VALUE) apply to every job process; the job's own keys still win."""
-    from uvlm import sweep_runner
-    from uvlm.sweep_job import job_config
+    from uvlm.sweep import runner as sweep_runner
+    from uvlm.sweep.job import job_config
 
     params = write_tiny_params(tmp_path)
     job = train_jobs(load_config(params))[0]
@@ -189,7 +189,7 @@ def test_step_matched_gap_compares_with_the_control_and_leaves_the_plain_gap_alo
 
 
 def test_report_adds_the_step_matched_table_figure_and_verdict(tmp_path):
-    from uvlm.sweep import report
+    from uvlm.sweep.run import report
     cfg = _cfg(tmp_path, "  step_matched: true")
     results = {}
     for size in ("16x1", "32x2"):
@@ -229,7 +229,7 @@ def test_zero_crossings_interpolate_in_log_x():
 def test_figure_clips_only_the_intervals_of_points_that_lost_a_seed():
     import pandas as pd
 
-    from uvlm.sweep_figures import _short, _ylim
+    from uvlm.sweep.figures import _short, _ylim
     full = pd.DataFrame({"gap": [0.1, -0.05], "ci_lo": [0.0, -0.1], "ci_hi": [0.2, 0.0], "n_seeds": [3, 3]})
     assert _ylim(full) is None
     lost = pd.concat([full, pd.DataFrame({"gap": [0.02], "ci_lo": [-5.0], "ci_hi": [5.0], "n_seeds": [2]})])
@@ -239,7 +239,7 @@ def test_figure_clips_only_the_intervals_of_points_that_lost_a_seed():
 
 
 def test_train_samples_takes_a_prefix(tiny_world):
-    from uvlm.run_setup import load_task_data, vocab_for
+    from uvlm.train.setup import load_task_data, vocab_for
     cfg = load_config(tiny_world, {"train": {"train_samples": 10}})
     vocab, tok = vocab_for(cfg)
     data = load_task_data(cfg, cfg.run("ug_base"), tok, vocab)
@@ -251,9 +251,9 @@ def test_train_samples_takes_a_prefix(tiny_world):
 
 
 def test_text_prior_sees_no_image_and_seeds_a_run(tiny_world, tmp_path):
-    from uvlm.data import BOI
-    from uvlm.run_setup import build_model, vocab_for
-    from uvlm.text_prior import text_split, train_text_prior
+    from uvlm.tokens.sequences import BOI
+    from uvlm.train.setup import build_model, vocab_for
+    from uvlm.train.text_prior import text_split, train_text_prior
     cfg = load_config(tiny_world, {"text_prior": {"epochs": 0.5}})
     vocab, tok = vocab_for(cfg)
     split = text_split(cfg, tok, "train")
@@ -262,7 +262,7 @@ def test_text_prior_sees_no_image_and_seeds_a_run(tiny_world, tmp_path):
     assert math.isfinite(summary["val_text_loss"]) and summary["steps"] >= 1
     run_cfg = load_config(tiny_world, {"model": {"init_from": str(tmp_path / "prior" / "model")}})
     model = build_model(run_cfg, vocab, run_cfg.run("ug_base"), seed=3)
-    from uvlm.model import UVLM
+    from uvlm.model.decoder import UVLM
     prior = UVLM.from_pretrained(tmp_path / "prior" / "model")
     assert all(np.allclose(model.state_dict()[k], v) for k, v in prior.state_dict().items())
     wrong = load_config(tiny_world, {"model": {"init_from": str(tmp_path / "prior" / "model"), "d_model": 64,
@@ -272,7 +272,7 @@ def test_text_prior_sees_no_image_and_seeds_a_run(tiny_world, tmp_path):
 
 
 def test_seed_changes_initialisation(tiny_world):
-    from uvlm.run_setup import build_model, vocab_for
+    from uvlm.train.setup import build_model, vocab_for
     cfg = load_config(tiny_world)
     vocab, _ = vocab_for(cfg)
     a, b = (build_model(cfg, vocab, cfg.run("u_base"), seed=s).tok_emb.weight for s in (0, 1))
@@ -293,8 +293,8 @@ sweep:
 
 
 def test_sweep_end_to_end_then_resumes_without_work(tiny_world, tmp_path):
-    from uvlm.sweep import report, run_priors, run_sweep, stored_results
-    from uvlm.sweep_job import finished
+    from uvlm.sweep.run import report, run_priors, run_sweep, stored_results
+    from uvlm.sweep.job import finished
     params = tmp_path / "params.yaml"
     base = open(tiny_world).read()
     params.write_text(base + SMALL)
@@ -341,7 +341,7 @@ def test_pool_children_die_with_a_killed_pool(tmp_path):
         pytest.skip("parent-death signal is Linux-only")
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    pool = ("import sys; from uvlm.process_pool import run_processes; "
+    pool = ("import sys; from uvlm.core.process_pool import run_processes; "
             f"run_processes({{'a': [sys.executable, '-c', {child!r}]}}, 1, {str(tmp_path / 'logs')!r}, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", pool])
     for _ in range(200):
@@ -373,7 +373,7 @@ def test_the_best_validation_loss_is_a_gap_metric_of_each_task():
 
 
 def test_converged_jobs_evaluate_each_epoch_and_cap_at_max_epochs(tmp_path):
-    from uvlm.sweep_plan import job_overrides, train_jobs
+    from uvlm.sweep.plan import job_overrides, train_jobs
     cfg = _cfg(tmp_path, "  patience: 3\n  max_epochs: 5.0\n  size_axis_data: 32\n  lr_check_sizes: [\"32x2\"]")
     jobs = train_jobs(cfg)
     size_axis = {j.data_n for j in jobs if j.size == "32x2" and j.lr_factor == 1.0}  # 16x1 is the data axis

@@ -2,7 +2,7 @@
 import csv
 import io
 
-from uvlm import tables as T
+from uvlm.paper import tables as T
 
 RUNS = {
     "u_base": {"label": "Baseline (U-only)", "task": "u", "flops_rel": 1.0},
@@ -15,7 +15,7 @@ RUNS = {
 
 
 def summary():
-    """{(run, subset, metric): (mean, std, n)} as uvlm.results.lookup gives it; three seeds."""
+    """{(run, subset, metric): (mean, std, n)} as uvlm.paper.results.lookup gives it; three seeds."""
     out = {}
     for run, base in (("u_base", 50.0), ("u_himix", 45.0), ("ug_base", 55.0)):
         for subset, shift in (("in_dist", 0.0), ("transfer", -10.0)):

@@ -1,12 +1,12 @@
 """The word-level tokenizer: fixed special ids, exact coverage, loadable with AutoTokenizer."""
 import pytest
 
-from uvlm.errors import MissingInputError
-from uvlm.schema import build
-from uvlm.text_tokenizer import (SPECIAL_TOKENS, UNK_ID, build_text_tokenizer, encode_words,
+from uvlm.core.errors import MissingInputError
+from uvlm.core.schema import build
+from uvlm.world.build import ALL_SPLITS, make_splits, split_texts
+from uvlm.world.scenes import PALETTE, SHAPES, SIZE_FRACTIONS, WorldConfig
+from uvlm.world.text_tokenizer import (SPECIAL_TOKENS, UNK_ID, build_text_tokenizer, encode_words,
                                  load_text_tokenizer, save_text_tokenizer)
-from uvlm.world import PALETTE, SHAPES, SIZE_FRACTIONS, WorldConfig
-from uvlm.world_build import ALL_SPLITS, make_splits, split_texts
 
 SMALL = dict(n_u_train=300, n_g_train=300, n_val=10, n_test=100, n_bench=60)
 CONFIGS = [
@@ -75,7 +75,7 @@ def test_loading_does_not_import_the_auto_classes(tmp_path):
     import sys
 
     save_text_tokenizer(build_text_tokenizer(WorldConfig()), tmp_path / "tok")
-    code = ("import sys; from uvlm.text_tokenizer import load_text_tokenizer; "
+    code = ("import sys; from uvlm.world.text_tokenizer import load_text_tokenizer; "
             f"tok = load_text_tokenizer({str(tmp_path / 'tok')!r}); "
             "print(len(tok), 'transformers.models.auto.auto_factory' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -1,7 +1,7 @@
 """CPU thread counts: a multi-process launch splits the machine's cores between its processes."""
 import pytest
 
-from uvlm import threads
+from uvlm.core import threads
 
 
 @pytest.mark.parametrize("env,expected", [({}, 1), ({"LOCAL_WORLD_SIZE": "2"}, 2), ({"NPROC": "4"}, 4),
@@ -24,7 +24,7 @@ def test_cores_are_split_between_local_processes(monkeypatch):
 
 def test_a_forked_launch_process_takes_one_thread(monkeypatch):
     """accelerate's notebook_launcher marks the processes it forks; their host thread only
-    launches GPU kernels (a thread pool was measured slower once; see uvlm.threads)."""
+    launches GPU kernels (a thread pool was measured slower once; see uvlm.core.threads)."""
     monkeypatch.setattr(threads, "available_cores", lambda: 32)
     monkeypatch.setenv("NPROC", "2")
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -35,7 +35,7 @@ def test_a_forked_launch_process_takes_one_thread(monkeypatch):
 
 
 def test_stages_side_by_side_share_the_cores(monkeypatch):
-    """uvlm.parallel_repro tells the stages it runs at once how many there are."""
+    """uvlm.pipeline.repro tells the stages it runs at once how many there are."""
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.delenv("UVLM_PARALLEL_STAGES", raising=False)
     assert threads.available_cores() == 16

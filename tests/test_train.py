@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from uvlm.config import load_config
-from uvlm.errors import CheckpointError, ConfigError, UVLMError
-from uvlm.io import load_tensors
-from uvlm.train import train_run
+from uvlm.core.config import load_config
+from uvlm.core.errors import CheckpointError, ConfigError, UVLMError
+from uvlm.core.io import load_tensors
+from uvlm.train.loop import train_run
 
 
 def weights(run_dir: Path) -> dict:
@@ -74,8 +74,8 @@ def test_resume_with_changed_settings_refuses(tiny_world, tmp_path):
 def test_the_stage_trains_a_finished_run_of_other_settings_again_but_keeps_a_cut_one(tiny_world, tmp_path):
     """Run folders persist across `dvc repro`: a finished run (which DVC cached) of other settings
     is trained again, a cut one (not cached anywhere) is refused, never deleted."""
-    from uvlm.train import drop_superseded_run
-    from uvlm.run_setup import run_dir
+    from uvlm.train.loop import drop_superseded_run
+    from uvlm.train.setup import run_dir
     cfg = load_config(tiny_world, {"paths": {"data": str(tmp_path)}})
     for sub in ("world", "tokenizer"):
         (tmp_path / sub).symlink_to(load_config(tiny_world).paths.data / sub)
@@ -102,7 +102,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_world, tmp_path, m
     cfg = load_config(tiny_world)
     train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=4, progress=False)
     kept = (tmp_path / "r" / "last" / "state.json").read_text()
-    from uvlm import model as M
+    from uvlm.model import decoder as M
     real = M.UVLM.forward
 
     def poisoned(self, *a, **k):
@@ -119,7 +119,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_world, tmp_path, m
 def test_non_finite_loss_inside_a_log_block_never_reaches_a_checkpoint(tiny_world, tmp_path, monkeypatch):
     """Losses are read once per block of train.log_every steps; the block ends before every save."""
     cfg = load_config(tiny_world, {"train": {"log_every": 1000, "eval_every": 1000}})
-    from uvlm import model as M
+    from uvlm.model import decoder as M
     real, calls = M.UVLM.forward, []
 
     def poisoned_from_step_6(self, *a, **k):
@@ -153,7 +153,7 @@ def test_inf_gradient_on_a_checkpoint_step_never_replaces_the_checkpoint(tiny_wo
     cfg = load_config(tiny_world)
     train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=4, progress=False)
     kept = (tmp_path / "r" / "last" / "model" / "model.safetensors").read_bytes()
-    from uvlm import model as M
+    from uvlm.model import decoder as M
     real, calls = M.UVLM.forward, []
 
     def inf_grad_at_step_8(self, *a, **k):
@@ -178,7 +178,7 @@ def test_inf_gradient_on_a_checkpoint_step_never_replaces_the_checkpoint(tiny_wo
 
 def test_non_finite_first_step_says_nothing_is_kept(tiny_world, tmp_path, monkeypatch):
     cfg = load_config(tiny_world)
-    from uvlm import model as M
+    from uvlm.model import decoder as M
     real = M.UVLM.forward
 
     def poisoned(self, *a, **k):
@@ -194,8 +194,8 @@ def test_non_finite_first_step_says_nothing_is_kept(tiny_world, tmp_path, monkey
 
 
 def test_non_finite_weights_are_never_saved_over_a_checkpoint(tiny_world, tmp_path):
-    from uvlm.checkpoint import save_model_dir, save_training_state
-    from uvlm.run_setup import build_model, vocab_for
+    from uvlm.train.checkpoint import save_model_dir, save_training_state
+    from uvlm.train.setup import build_model, vocab_for
     cfg = load_config(tiny_world)
     model = build_model(cfg, vocab_for(cfg)[0], cfg.run("u_base"), 0)
     save_training_state(tmp_path / "last", model, None, {"step": 1})
@@ -238,7 +238,7 @@ def test_compiled_training_runs_and_tracks_eager(tiny_world, tmp_path):
 
 
 def test_cuda_graphs_need_compile_and_are_skipped_on_cpu(tiny_world):
-    from uvlm.train import cuda_graphs_on
+    from uvlm.train.loop import cuda_graphs_on
     with pytest.raises(ConfigError, match=r"train\.cuda_graphs.*train\.compile: true"):
         load_config(tiny_world, {"train": {"cuda_graphs": True}})
     cfg = load_config(tiny_world, {"train": {"compile": True, "cuda_graphs": True}})
@@ -266,8 +266,8 @@ def test_cuda_graph_training_tracks_compiled_training(tiny_world, tmp_path):
 
 
 def test_static_target_budget_leaves_the_summed_loss_unchanged():
-    from uvlm.model import UVLM, UVLMConfig
-    from uvlm.train import static_target_budget
+    from uvlm.model.decoder import UVLM, UVLMConfig
+    from uvlm.train.loop import static_target_budget
     cfg = UVLMConfig(vocab_size=64, image_token_start=32, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
     model = UVLM(cfg, seed=0)
     ids = torch.randint(6, 64, (3, 20))
@@ -340,15 +340,15 @@ def test_short_max_seq_len_is_named_when_the_data_loads(tiny_world, tmp_path):
 
 
 def test_out_of_memory_message_suggests_accumulation(tmp_path):
-    from uvlm.train import out_of_memory
-    from uvlm.train_config import TrainConfig
+    from uvlm.train.loop import out_of_memory
+    from uvlm.train.config import TrainConfig
 
     err = out_of_memory(TrainConfig(grad_accum=2), 32, "u_base", 0, tmp_path)
     assert "train.grad_accum=4" in str(err) and "resumes" in str(err)
 
 
 def test_more_processes_than_gpus_is_named(tiny_world):
-    from uvlm.train import launch_run
+    from uvlm.train.loop import launch_run
 
     cfg = load_config(tiny_world, {"train": {"num_processes": 64}})
     with pytest.raises(ConfigError, match="train.num_processes"):
@@ -358,8 +358,8 @@ def test_more_processes_than_gpus_is_named(tiny_world):
 def test_parallel_seeds_train_the_same_runs_as_one_after_another(tiny_world, tmp_path):
     import yaml
 
-    from uvlm.run_setup import run_dir
-    from uvlm.train import launch_seeds
+    from uvlm.train.setup import run_dir
+    from uvlm.train.loop import launch_seeds
 
     # The seed processes read a params file: the tiny project's, with its own run name so that
     # its folders are new, and one thread per process on both paths so the weights are identical.
@@ -380,7 +380,7 @@ def test_parallel_seeds_train_the_same_runs_as_one_after_another(tiny_world, tmp
 
 
 def test_a_failed_seed_process_is_reported_with_its_log(tiny_world, tmp_path):
-    from uvlm.train import launch_seeds
+    from uvlm.train.loop import launch_seeds
 
     cfg = load_config(tiny_world, {"train": {"seeds": [0, 1], "parallel_seeds": 2}})
     # The processes read tiny_world's params, which has no run 'u_missing': both fail, and the
@@ -442,7 +442,7 @@ def test_early_stopping_resumes_where_it_would_have_stopped(tiny_world, tmp_path
 
 
 def test_a_unified_run_trains_on_while_either_task_improves():
-    from uvlm.train import EarlyStop
+    from uvlm.train.loop import EarlyStop
     stop = EarlyStop(["g", "u"], patience=2, min_delta=0.01)
     best = {"u": float("inf"), "g": float("inf")}
     for u, g in [(1.0, 3.0), (0.9, 3.1), (0.8, 3.2), (0.7, 3.3)]:  # U improves, G is stale from the 2nd

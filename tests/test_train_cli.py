@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from uvlm import ddp_check, train_cli
-from uvlm.io import read_json
-from uvlm.errors import ConfigError
+from uvlm.core.errors import ConfigError
+from uvlm.core.io import read_json
+from uvlm.train import cli as train_cli
+from uvlm.train import ddp_check
 
 TRAIN_FIELDS = ["step", "task", "loss", "lr", "step_time_s", "tokens_per_s", "flops_per_step"]
 

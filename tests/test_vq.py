@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from uvlm.errors import CheckpointError, ConfigError, MissingInputError
-from uvlm.data import CODES_META
-from uvlm.io import load_npz, write_json
-from uvlm.schema import build
-from uvlm.vq import VQConfig, evaluate_vq, init_model, load_vq, save_vq, train_vq
-from uvlm.vq_build import build_tokenizer, save_tokenizer_figure
+from uvlm.core.errors import CheckpointError, ConfigError, MissingInputError
+from uvlm.core.io import load_npz, write_json
+from uvlm.core.schema import build
+from uvlm.tokens.sequences import CODES_META
+from uvlm.tokens.vq import VQConfig, evaluate_vq, init_model, load_vq, save_vq, train_vq
+from uvlm.tokens.vq_build import build_tokenizer, save_tokenizer_figure
 
 SIZE = 16
 TINY = dict(codebook_size=16, downsample=4, hidden_channels=16, res_blocks=1, code_dim=8,
@@ -147,9 +147,9 @@ def test_build_tokenizer_with_probe(tmp_path, monkeypatch):
     import types
 
     calls = []
-    fake_probe = types.ModuleType("uvlm.probe")
+    fake_probe = types.ModuleType("uvlm.probe.model")
     fake_probe.attribute_agreement = lambda probe, a, b: calls.append(a.shape) or 0.75
-    monkeypatch.setitem(sys.modules, "uvlm.probe", fake_probe)
+    monkeypatch.setitem(sys.modules, "uvlm.probe.model", fake_probe)
     fake_world(tmp_path / "world")
     metrics = build_tokenizer(tiny_cfg(steps=2), 0, tmp_path / "world", tmp_path / "tok",
                               probe=object(), progress=False)

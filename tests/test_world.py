@@ -7,12 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from uvlm.errors import ConfigError, MissingInputError
-from uvlm.schema import build
-from uvlm.world import (SHAPES, World, WorldConfig, cell_box, object_diameter, render_scene,
+from uvlm.core.errors import ConfigError, MissingInputError
+from uvlm.core.schema import build
+from uvlm.world.build import load_split, make_splits
+from uvlm.world.language import detailed_caption, generation_prompt, parse_prompt
+from uvlm.world.scenes import (SHAPES, World, WorldConfig, cell_box, object_diameter, render_scene,
                         render_scenes, stream)
-from uvlm.world_build import load_split, make_splits
-from uvlm.world_language import detailed_caption, generation_prompt, parse_prompt
 
 TINY = dict(image_size=16, grid=2, max_objects=3, n_u_train=80, n_g_train=80, n_val=10,
             n_test=60, n_bench=24)
@@ -181,9 +181,9 @@ def test_missing_split_names_stage(tmp_path):
 
 
 def test_build_world_writes_every_output(tmp_path):
-    from uvlm.text_tokenizer import load_text_tokenizer
-    from uvlm.world_build import ALL_SPLITS, build_world, load_records, load_world_info
-    from uvlm.world_figures import plot_world_samples, summary_tables
+    from uvlm.world.text_tokenizer import load_text_tokenizer
+    from uvlm.world.build import ALL_SPLITS, build_world, load_records, load_world_info
+    from uvlm.world.figures import plot_world_samples, summary_tables
 
     cfg = build(WorldConfig, TINY, prefix="world")
     summary = build_world(cfg, 7, tmp_path, progress=False)
@@ -210,7 +210,7 @@ def test_build_world_writes_every_output(tmp_path):
 
 
 def test_rendering_in_processes_gives_the_same_images(monkeypatch):
-    import uvlm.world as W
+    import uvlm.world.scenes as W
 
     cfg = WorldConfig(image_size=16)
     world = World(cfg, 0)
@@ -224,7 +224,7 @@ def test_parallel_rendering_works_from_a_script_on_stdin():
     """Workers must not re-run the caller's __main__ (here: stdin, which has no file)."""
     import subprocess
     import sys
-    script = ("import numpy as np, uvlm.world as W\n"
+    script = ("import numpy as np, uvlm.world.scenes as W\n"
               "cfg = W.WorldConfig(image_size=16); world = W.World(cfg, 0); rng = W.stream(0, 'stdin')\n"
               "scenes = [world.sample_scene(rng) for _ in range(9)]\n"
               "W.RENDER_CHUNK = 4\n"
@@ -260,10 +260,13 @@ def _file_hashes(folder):
 def test_timings_stay_out_of_the_cached_outputs(tiny_world, tmp_path, monkeypatch):
     """data/world, data/probe and data/tokenizer hash the same when only the clock differs, so a
     re-run of `data` after a comment-only edit leaves every later stage up to date."""
-    from uvlm import probe, probe_build, vq, world_build
-    from uvlm.config import load_config
-    from uvlm.probe_build import build_probe
-    from uvlm.vq_build import build_tokenizer
+    from uvlm.probe import model as probe
+    from uvlm.probe import build as probe_build
+    from uvlm.tokens import vq
+    from uvlm.world import build as world_build
+    from uvlm.core.config import load_config
+    from uvlm.probe.build import build_probe
+    from uvlm.tokens.vq_build import build_tokenizer
 
     for module in (world_build, probe, probe_build, vq):
         monkeypatch.setattr(module, "time", _SlowClock())

@@ -1,0 +1,1 @@
+"""Wall-clock measurements: the layer plans' training-step benchmark and the timing of one train stage."""
