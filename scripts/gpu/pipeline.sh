@@ -81,5 +81,6 @@ cp dvc.lock "$STATE/" && cp -a figures "$STATE/figures" && cp -a notebooks/execu
 grep -E "Running stage|didn't change|] start: |] done: |FAILED|ERROR|Error" "$OUT/repro.log" | tail -40
 tail -5 "$OUT/repro.log"
 tar czf "$OUT/pipeline.tgz" --exclude=records/bench --exclude=records/gpu params.yaml dvc.lock figures notebooks/executed \
-  $(ls -d data/runs/*/seed*/*.csv data/runs/*/seed*/*.json data/evals/*/seed*/*.json data/world/*.json data/tokenizer/*.json \
+  $(ls -d data/runs/*/seed*/*.csv data/runs/*/seed*/*.json data/runs/*/logs/*.log data/evals/*/seed*/*.json \
+       data/world/*.json data/tokenizer/*.json \
        data/sweep/jobs/*/result.json data/sweep/jobs/*/train/*.csv data/sweep/jobs/*/train/*.json 2>/dev/null)
