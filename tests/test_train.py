@@ -464,3 +464,23 @@ def test_a_unified_run_trains_on_while_either_task_improves():
 def test_early_stopping_settings_are_checked(tiny_world, train, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(tiny_world, {"train": train})
+
+
+def test_a_checkpoint_of_another_worlds_codes_is_never_resumed(tiny_world, tmp_path):
+    """A run cut on one world, resumed on another world's codes (another seed, same settings
+    otherwise), is refused, naming the world's fingerprint."""
+    import shutil
+
+    from conftest import write_tiny_params
+    from uvlm.tokens.vq_build import build_tokenizer
+    from uvlm.world.build import build_world
+    cfg = load_config(tiny_world)
+    train_run(cfg, "u_base", 0, out_dir=tmp_path / "r", stop_after=4, progress=False)
+    other = load_config(write_tiny_params(tmp_path, "seed: 1\n"))
+    build_world(other.world, other.seed, other.paths.data / "world", progress=False)
+    build_tokenizer(other.tokenizer, other.seed, other.paths.data / "world", other.paths.data / "tokenizer",
+                    progress=False)
+    other.seed = cfg.seed  # only the inputs differ, not the settings
+    shutil.copytree(tmp_path / "r", tmp_path / "r2")
+    with pytest.raises(UVLMError, match=r"inputs\.world: checkpoint '\w+' != now '\w+'"):
+        train_run(other, "u_base", 0, out_dir=tmp_path / "r2", progress=False)

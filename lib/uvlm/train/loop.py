@@ -76,6 +76,14 @@ def run_settings(cfg, run_name: str, seed: int) -> dict:
     return settings | {"seed": seed}
 
 
+def checkpoint_settings(cfg, run_name: str, seed: int) -> dict:
+    """What a checkpoint records and a resume compares: :func:`run_settings` and the inputs, the
+    world's fingerprint and the codebook the codes were made with, so a checkpoint trained on
+    another world's codes is never resumed on these."""
+    from uvlm.tokens.sequences import codes_made_from
+    return run_settings(cfg, run_name, seed) | {"inputs": codes_made_from(cfg.paths.data / "tokenizer")}
+
+
 class CsvLog:
     """An append-only CSV that ``dvc plots`` can draw; truncated to the resume step.
 
@@ -337,7 +345,7 @@ def drop_superseded_run(cfg, run_name: str, seed: int) -> bool:
     state = read_training_state(out / "last")
     finished = (state is not None and (out / "train_summary.json").exists()
                 and not (Path(state["_dir"]) / "optim.safetensors").exists())
-    if not finished or not diff_settings(state["settings"], run_settings(cfg, run_name, seed)):
+    if not finished or not diff_settings(state["settings"], checkpoint_settings(cfg, run_name, seed)):
         return False
     print(f"[{run_name}/seed{seed}] '{out}' holds a finished run of other settings (DVC cached it when the "
           "stage finished): training it again")
@@ -369,7 +377,7 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     sizes = {t: len(d["train"]) for t, d in data.items()}
     schedule = Schedule(sizes, tc.batch_size, tc.cap_epochs * spec.steps_scale, seed, tc.mix_ratio)
     total = len(schedule)
-    settings = run_settings(cfg, run_name, seed)
+    settings = checkpoint_settings(cfg, run_name, seed)
 
     start, best = 0, {t: {"val_loss": float("inf"), "step": None} for t in data}
     stopper = EarlyStop(sorted(data), tc.patience, tc.min_delta)
@@ -378,8 +386,8 @@ def _train_run(cfg, run_name, seed, out_dir, stop_after, progress) -> dict:
     if state is not None:
         changed = diff_settings(state["settings"], settings)
         if changed:
-            raise UVLMError(f"refusing to resume '{out}' (saved at step {state['step']}): its settings differ from "
-                            "params.yaml:\n  " + "\n  ".join(changed) + "\nPut those values back to resume it, or "
+            raise UVLMError(f"refusing to resume '{out}' (saved at step {state['step']}): its settings or inputs "
+                            "differ from params.yaml and data/:\n  " + "\n  ".join(changed) + "\nPut those values back to resume it, or "
                             f"delete '{out}' to start this run over.")
         from uvlm.model.decoder import UVLM
         model.load_state_dict(UVLM.from_pretrained(Path(state["_dir"]) / "model").state_dict())
