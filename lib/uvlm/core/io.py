@@ -89,8 +89,10 @@ def read_jsonl(path, stage: str | None = None) -> list[dict]:
     return out
 
 
-def load_npz(path, stage: str | None = None) -> dict:
-    """Every array of an .npz file, never unpickling; a truncated or foreign file is named."""
+def load_npz(path, stage: str | None = None, keys=None) -> dict:
+    """The arrays of an .npz file (only ``keys`` where given; absent ones are left out), never
+    unpickling; a truncated or foreign file is named. An archive reads each array on demand, so
+    asking for one split (or the metadata entry) does not read the others."""
     path = Path(path)
     if not path.exists():
         if stage:
@@ -100,7 +102,7 @@ def load_npz(path, stage: str | None = None) -> dict:
         with np.load(path, allow_pickle=False) as z:
             if not hasattr(z, "files"):  # a bare .npy, not an archive of named arrays
                 raise ValueError("a single array, not an .npz archive")
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in (z.files if keys is None else [k for k in keys if k in z.files])}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
         # numpy's own message for bytes that are no archive advises allow_pickle=True, which is
         # never the fix here: the file is damaged or is not what the stage wrote.

@@ -27,22 +27,19 @@ def results_frame(results: dict[str, dict]) -> pd.DataFrame:
         job = Job.from_dict(res["settings"]["job"])
         if job.kind != "train":
             continue
+        base = {"job": jid, "run_task": job.task, "size": job.size, "d_model": job.model_size.d_model,
+                "params": res["params"], "data_n": job.data_n, "prior": job.prior, "seed": job.seed,
+                "lr_factor": job.lr_factor, "epochs_factor": job.epochs_factor, "lr": job.lr}
         for task, subsets in res["metrics"].items():
             for sub, metrics in subsets.items():
                 for metric, v in metrics.items():
-                    rows.append({"job": jid, "run_task": job.task, "size": job.size, "d_model": job.model_size.d_model,
-                                 "params": res["params"], "data_n": job.data_n, "prior": job.prior, "seed": job.seed,
-                                 "lr_factor": job.lr_factor, "epochs_factor": job.epochs_factor,
-                                 "lr": job.lr, "task": task, "subset": sub,
-                                 "metric": metric, "value": v["value"], "se": v["se"], "n": v["n"],
-                                 "train_time_s": res["train_time_s"], "best_val_loss": res["best"][task]["val_loss"]})
+                    rows.append(base | {"task": task, "subset": sub, "metric": metric, "value": v["value"],
+                                        "se": v["se"], "n": v["n"], "train_time_s": res["train_time_s"],
+                                        "best_val_loss": res["best"][task]["val_loss"]})
         for task, best in res["best"].items():  # the validation split is in-distribution
-            rows.append({"job": jid, "run_task": job.task, "size": job.size, "d_model": job.model_size.d_model,
-                         "params": res["params"], "data_n": job.data_n, "prior": job.prior, "seed": job.seed,
-                         "lr_factor": job.lr_factor, "epochs_factor": job.epochs_factor, "lr": job.lr,
-                         "task": task, "subset": SUBSETS[0], "metric": "val_loss", "value": best["val_loss"],
-                         "se": math.nan, "n": math.nan, "train_time_s": res["train_time_s"],
-                         "best_val_loss": best["val_loss"]})
+            rows.append(base | {"task": task, "subset": SUBSETS[0], "metric": "val_loss", "value": best["val_loss"],
+                                "se": math.nan, "n": math.nan, "train_time_s": res["train_time_s"],
+                                "best_val_loss": best["val_loss"]})
     return pd.DataFrame(rows)
 
 

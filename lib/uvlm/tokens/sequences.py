@@ -170,7 +170,7 @@ CODES_META = "_made_from"
 
 def read_codes(tokenizer_dir, split: str) -> np.ndarray:
     path = Path(tokenizer_dir) / "codes.npz"
-    codes = load_npz(path, stage="tokenizer")
+    codes = load_npz(path, stage="tokenizer", keys=(split,))
     if split not in codes or split == CODES_META:
         raise MissingInputError(f"{path}:{split}", "tokenizer")
     return codes[split]
@@ -180,7 +180,7 @@ def codes_made_from(tokenizer_dir) -> dict:
     """What codes.npz records of its making: {"world": fingerprint, "codebook_size": k, ...}, or {}
     for codes written without it (by hand, in tests)."""
     path = Path(tokenizer_dir) / "codes.npz"
-    codes = load_npz(path, stage="tokenizer")
+    codes = load_npz(path, stage="tokenizer", keys=(CODES_META,))
     if CODES_META not in codes:
         return {}
     try:
